@@ -1,0 +1,89 @@
+"""Declare the topology and check it took, before anything consumes or publishes."""
+
+from __future__ import annotations
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractQueue
+
+from broker.connection import BrokerConnection
+from broker.errors import TopologyError
+from broker.topology import ExchangeKind, QueueSpec, Topology
+
+_KINDS = {
+    ExchangeKind.TOPIC: aio_pika.ExchangeType.TOPIC,
+    ExchangeKind.DIRECT: aio_pika.ExchangeType.DIRECT,
+}
+
+
+async def declare_topology(conn: BrokerConnection) -> None:
+    """The exchanges and delay queues every process relies on. Idempotent."""
+    topology, limit = conn.topology, conn.settings.delivery_limit
+    channel = await conn.channel(confirms=False)
+    try:
+        for spec in topology.exchanges():
+            await channel.declare_exchange(spec.name, _KINDS[spec.kind], durable=True)
+        for queue in topology.delay_queues():
+            await _declare(channel, topology, queue, limit)
+    finally:
+        await channel.close()
+    await check_exchange(conn, topology.dlx)
+
+
+async def declare_queue(
+    conn: BrokerConnection, channel: AbstractChannel, spec: QueueSpec
+) -> AbstractQueue:
+    """Declare a queue with its dead-letter queue and bindings; the DLX must already exist."""
+    if spec.dead_letter:
+        await check_exchange(conn, conn.topology.dlx)
+    return conn.keep(await _declare(channel, conn.topology, spec, conn.settings.delivery_limit))
+
+
+async def _declare(
+    channel: AbstractChannel, topology: Topology, spec: QueueSpec, delivery_limit: int
+) -> AbstractQueue:
+    if spec.dead_letter:
+        dlq = await channel.declare_queue(
+            spec.dlq, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(topology.dlx, routing_key=spec.name)
+    if spec.classic_exclusive:
+        queue = await channel.declare_queue(
+            spec.name, durable=False, exclusive=True, auto_delete=True
+        )
+    else:
+        queue = await channel.declare_queue(
+            spec.name, durable=True, arguments=topology.queue_arguments(spec, delivery_limit)
+        )
+    for exchange, key in spec.bindings:
+        await queue.bind(exchange, routing_key=key)
+    if spec.dead_letter:
+        await queue.bind(topology.requeue, routing_key=topology.retry_binding_key(spec.name))
+    return queue
+
+
+async def check_exchange(conn: BrokerConnection, name: str) -> None:
+    """A dead-letter exchange that does not exist drops messages silently: refuse to go on."""
+    # a failed passive declare closes its channel, so it gets one of its own
+    channel = await conn.connection.channel(publisher_confirms=False)
+    try:
+        await channel.get_exchange(name, ensure=True)
+    except aio_pika.exceptions.ChannelClosed as exc:
+        raise TopologyError(
+            f"exchange {name!r} does not exist: declare the topology first "
+            "(any `rally worker` does at start)"
+        ) from exc
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
+async def delete_namespace(conn: BrokerConnection, queue_names: list[str]) -> None:
+    """Remove a namespace's exchanges and the named queues (tests and `rally` clean-up)."""
+    channel = await conn.connection.channel(publisher_confirms=False)
+    try:
+        for name in queue_names:
+            await channel.queue_delete(name, if_unused=False, if_empty=False)
+        for spec in conn.topology.exchanges():
+            await channel.exchange_delete(spec.name, if_unused=False)
+    finally:
+        await channel.close()

@@ -1,0 +1,196 @@
+"""Every exchange, queue, argument and binding rallypoint uses, in one place.
+
+Read top to bottom, for a namespace ``ns`` (default ``rally``)::
+
+    exchanges
+      ns.commands   topic   "<route>.<Type>"      agents and clients -> worker queues
+      ns.events     topic   "<category>.<Type>"   the outbox relay -> anyone subscribed
+      ns.inbox      direct  "<agent or client id>" workers -> one agent's / client's inbox
+      ns.retry      topic   "<tier>.<queue>"      a retried message waits in a delay queue
+      ns.requeue    topic   "<tier>.<queue>"      delay queues dead-letter back to the work queue
+      ns.dlx        direct  "<queue>"             dead letters, with the reason, -> <queue>.dlq
+
+    queues (durable quorum; work queues dead-letter at-least-once to ns.dlx)
+      ns.q.registry    commands registry.#            single active consumer
+      ns.q.tasks       commands tasks.#               competing consumers
+      ns.q.allocator   commands allocator.# + events  single active consumer
+      ns.inbox.<id>    inbox <id>                     one per agent, expires unused
+      ns.delay.<tier>  retry <tier>.#                 message TTL = tier, then back to work
+      <queue>.dlq      dlx <queue>                    the dead letters of each work queue
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+# A retry waits in the smallest tier at least as long as its delay; long delays hop tiers.
+DELAY_TIERS_MS: tuple[int, ...] = (100, 500, 2_000, 10_000, 60_000)
+INBOX_EXPIRES_MS = 24 * 3600 * 1000
+
+
+class ExchangeKind(StrEnum):
+    TOPIC = "topic"
+    DIRECT = "direct"
+
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    name: str
+    kind: ExchangeKind
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+    single_active: bool = False
+    dead_letter: bool = True  # work queues dead-letter; DLQs are the end of the line
+    delay_ms: int | None = None  # a delay queue: TTL, then dead-letter to requeue
+    expires_ms: int | None = None
+    classic_exclusive: bool = False  # a client's private reply queue
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+def tier_name(ms: int) -> str:
+    return f"t{ms}ms"
+
+
+def pick_tier(delay_s: float) -> int:
+    """The tier that gets a message closest to its delay without overshooting much."""
+    wanted = max(0, int(delay_s * 1000))
+    for ms in DELAY_TIERS_MS:
+        if ms >= wanted:
+            return ms
+    return DELAY_TIERS_MS[-1]
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str = "rally"
+
+    # ---- exchanges ----
+    @property
+    def commands(self) -> str:
+        return f"{self.namespace}.commands"
+
+    @property
+    def events(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def inbox(self) -> str:
+        return f"{self.namespace}.inbox"
+
+    @property
+    def retry(self) -> str:
+        return f"{self.namespace}.retry"
+
+    @property
+    def requeue(self) -> str:
+        return f"{self.namespace}.requeue"
+
+    @property
+    def dlx(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    def exchanges(self) -> list[ExchangeSpec]:
+        return [
+            ExchangeSpec(self.commands, ExchangeKind.TOPIC),
+            ExchangeSpec(self.events, ExchangeKind.TOPIC),
+            ExchangeSpec(self.inbox, ExchangeKind.DIRECT),
+            ExchangeSpec(self.retry, ExchangeKind.TOPIC),
+            ExchangeSpec(self.requeue, ExchangeKind.TOPIC),
+            ExchangeSpec(self.dlx, ExchangeKind.DIRECT),
+        ]
+
+    def resolve_exchange(self, logical: str) -> str:
+        """Map a logical name used in the outbox ("events", "inbox", "commands") to the exchange."""
+        if logical.startswith(f"{self.namespace}."):
+            return logical
+        return f"{self.namespace}.{logical}"
+
+    # ---- queues ----
+    def worker_queue(self, worker: str) -> str:
+        return f"{self.namespace}.q.{worker}"
+
+    def work_queue(
+        self,
+        worker: str,
+        *,
+        command_keys: tuple[str, ...] = (),
+        event_keys: tuple[str, ...] = (),
+        single_active: bool = False,
+    ) -> QueueSpec:
+        keys = command_keys or (f"{worker}.#",)
+        bindings = tuple((self.commands, k) for k in keys) + tuple(
+            (self.events, k) for k in event_keys
+        )
+        return QueueSpec(self.worker_queue(worker), bindings, single_active=single_active)
+
+    def inbox_queue(self, recipient: str) -> QueueSpec:
+        return QueueSpec(
+            f"{self.namespace}.inbox.{recipient}",
+            ((self.inbox, recipient),),
+            expires_ms=INBOX_EXPIRES_MS,
+        )
+
+    def client_queue(self, client_id: str) -> QueueSpec:
+        return QueueSpec(
+            f"{self.namespace}.client.{client_id}",
+            ((self.inbox, client_id),),
+            dead_letter=False,
+            classic_exclusive=True,
+        )
+
+    def delay_queues(self) -> list[QueueSpec]:
+        return [
+            QueueSpec(
+                f"{self.namespace}.delay.{tier_name(ms)}",
+                ((self.retry, f"{tier_name(ms)}.#"),),
+                dead_letter=False,
+                delay_ms=ms,
+            )
+            for ms in DELAY_TIERS_MS
+        ]
+
+    def retry_binding_key(self, queue: str) -> str:
+        return f"*.{queue}"
+
+    def retry_routing_key(self, tier_ms: int, queue: str) -> str:
+        return f"{tier_name(tier_ms)}.{queue}"
+
+    def queue_arguments(self, spec: QueueSpec, delivery_limit: int) -> dict[str, Any]:
+        if spec.classic_exclusive:
+            return {}
+        args: dict[str, Any] = {"x-queue-type": "quorum"}
+        if spec.dead_letter:
+            args.update(
+                {
+                    "x-delivery-limit": delivery_limit,
+                    "x-dead-letter-exchange": self.dlx,
+                    "x-dead-letter-routing-key": spec.name,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
+        if spec.delay_ms is not None:
+            args.update(
+                {
+                    "x-message-ttl": spec.delay_ms,
+                    "x-dead-letter-exchange": self.requeue,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
+        if spec.single_active:
+            args["x-single-active-consumer"] = True
+        if spec.expires_ms is not None:
+            args["x-expires"] = spec.expires_ms
+        args.update(spec.extra)
+        return args

@@ -1,0 +1,167 @@
+"""The envelope every message travels in, and the codec between bytes and models.
+
+Wire format (JSON, UTF-8)::
+
+    {"id": "<uuid>", "type": "SubmitTask", "version": 1,
+     "correlation_id": "<uuid>", "causation_id": "<uuid>|null",
+     "sender": "client-7", "sent_at": "2026-11-24T10:00:00Z", "payload": {...}}
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid4
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from contracts.base import Message
+from contracts.errors import (
+    InvalidMessage,
+    MalformedMessage,
+    MessageTooLarge,
+    UnknownMessageType,
+    UnsupportedVersion,
+)
+from contracts.registry import lookup, upcast
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+M2 = TypeVar("M2", bound=Message)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Envelope(BaseModel, Generic[M]):
+    """Identity, lineage and a typed payload. Build one with :meth:`wrap`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: UUID = Field(default_factory=uuid4, description="unique per message; the idempotency key")
+    type: str = Field(description="the payload's message type, e.g. SubmitTask")
+    version: int = Field(ge=1, description="schema version of the payload")
+    correlation_id: UUID = Field(description="shared by every message of one piece of work")
+    causation_id: UUID | None = Field(default=None, description="id of the message that caused it")
+    sender: str = Field(min_length=1, max_length=200, description="who sent it (as claimed)")
+    sent_at: datetime = Field(default_factory=utcnow)
+    payload: M
+
+    @classmethod
+    def wrap(
+        cls,
+        payload: M2,
+        *,
+        sender: str,
+        caused_by: Envelope[Any] | None = None,
+        correlation_id: UUID | None = None,
+        message_id: UUID | None = None,
+    ) -> Envelope[M2]:
+        """Put a payload in an envelope; ``caused_by`` carries the lineage along."""
+        msg_id = message_id or uuid4()
+        if caused_by is not None:
+            correlation = correlation_id or caused_by.correlation_id
+            causation: UUID | None = caused_by.id
+        else:
+            correlation = correlation_id or msg_id
+            causation = None
+        return envelope_class(type(payload))(
+            id=msg_id,
+            type=payload.type_name(),
+            version=payload.version,
+            correlation_id=correlation,
+            causation_id=causation,
+            sender=sender,
+            payload=payload,
+        )
+
+
+@cache
+def envelope_class(message_cls: type[M]) -> type[Envelope[M]]:
+    return Envelope[message_cls]  # type: ignore[valid-type]
+
+
+def encode(envelope: Envelope[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    body = envelope.model_dump_json().encode()
+    if len(body) > max_bytes:
+        raise MessageTooLarge(
+            f"{envelope.type} message is {len(body)} bytes, over the limit of {max_bytes}"
+        )
+    return body
+
+
+def decode(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope[Message]:
+    """Bytes in, a validated envelope out, or a :class:`ContractError` that says what is wrong."""
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(f"message is {len(raw)} bytes, over the limit of {max_bytes}")
+    try:
+        obj = pydantic_core.from_json(raw)
+    except ValueError as exc:
+        raise MalformedMessage(f"body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MalformedMessage(f"body is JSON but not an object (got {type(obj).__name__})")
+    type_name = obj.get("type")
+    if not isinstance(type_name, str):
+        raise InvalidMessage(
+            "envelope has no string 'type'", [{"loc": "type", "msg": "a string is required"}]
+        )
+    cls = lookup(type_name)
+    if cls is None:
+        raise UnknownMessageType(f"no contract for message type {type_name!r}")
+    obj["payload"] = _upcast_payload(cls, obj)
+    obj["version"] = cls.version
+    try:
+        return envelope_class(cls).model_validate(obj)
+    except ValidationError as exc:
+        raise invalid_from(exc, type_name) from None
+
+
+def decode_payload(type_name: str, version: int, data: Any) -> Message:
+    """Validate a stored payload (an event's data) into its model, upcasting old versions."""
+    cls = lookup(type_name)
+    if cls is None:
+        raise UnknownMessageType(f"no contract for message type {type_name!r}")
+    payload = _upcast_payload(cls, {"type": type_name, "version": version, "payload": data})
+    try:
+        return cls.model_validate(payload)
+    except ValidationError as exc:
+        raise invalid_from(exc, type_name) from None
+
+
+def _upcast_payload(cls: type[Message], obj: dict[str, Any]) -> Any:
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InvalidMessage(
+            "envelope has no positive integer 'version'",
+            [{"loc": "version", "msg": "a positive integer is required"}],
+        )
+    payload = obj.get("payload")
+    if version > cls.version:
+        raise UnsupportedVersion(
+            f"{cls.type_name()} version {version} is newer than this code reads "
+            f"(up to {cls.version})"
+        )
+    if version < cls.version:
+        if not isinstance(payload, dict):
+            raise InvalidMessage("payload must be an object", [{"loc": "payload", "msg": "object"}])
+        try:
+            payload = upcast(cls.type_name(), version, cls.version, payload)
+        except KeyError:
+            raise UnsupportedVersion(
+                f"{cls.type_name()} version {version} has no upcaster to {cls.version}"
+            ) from None
+    return payload
+
+
+def invalid_from(exc: ValidationError, type_name: str) -> InvalidMessage:
+    errors = [
+        {"loc": ".".join(str(part) for part in err["loc"]), "msg": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return InvalidMessage(f"{type_name} does not match its contract: {summary}{more}", errors)
