@@ -62,5 +62,6 @@ def all_types() -> dict[str, type[Message]]:
 def _load_all() -> None:
     # importing the modules registers their classes
     import contracts.agents
+    import contracts.deadletters
     import contracts.resources
     import contracts.tasks  # noqa: F401

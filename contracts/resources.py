@@ -101,3 +101,18 @@ class LeaseLost(Notice):
     lease_id: UUID
     fencing_token: FencingToken
     reason: str
+
+
+# ---- added for the allocator (workers/allocator) ----
+
+
+class LeaseRequested(Event):
+    """An agent waits for a unit of the resource; granted first come, first served.
+
+    Recorded so the queue of waiters survives an allocator failover.
+    """
+
+    resource: ResourceName
+    lease_id: UUID
+    agent_id: AgentId
+    ttl_s: float

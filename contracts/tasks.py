@@ -247,3 +247,32 @@ class TaskOutcome(Notice):
     attempt: int
     result: JsonValue = None
     error: str | None = None
+
+
+# ---- added for the task manager (workers/tasks) ----
+
+
+class DependencyResolved(Event):
+    """One dependency of ``task_id`` succeeded (recorded on the dependent's stream).
+
+    Recorded at submit for dependencies already done, and later on each
+    ResolveDependency, so the set still awaited can be rebuilt from the history.
+    """
+
+    task_id: UUID
+    dependency: UUID
+
+
+class TaskKeyClaimed(Event):
+    """An idempotency key is taken by a task (stream "taskkey-<sha256(key)[:32]>")."""
+
+    idempotency_key: str
+    task_id: UUID
+
+
+class TaskAccepted(Notice):
+    """To the submitter: the task is recorded. ``duplicate_of`` names the task that a
+    repeated idempotency key (or task id) resolved to; no second task was created."""
+
+    task_id: UUID
+    duplicate_of: UUID | None = None

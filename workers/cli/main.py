@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.logs import configure_logging
 from contracts import ContractError
 
 # each module defines `register(subparsers)` and sets `func` on its parsers
@@ -59,6 +61,8 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # commands talk to people; logs below WARNING belong to `rally worker`, which sets its own
+    configure_logging(os.environ.get("RALLY_LOG_LEVEL", "WARNING"))
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

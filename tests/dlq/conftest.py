@@ -1,0 +1,197 @@
+"""Dead-letter fixtures: an archive per test on SQLite (a temp file) and PostgreSQL (a schema).
+
+PostgreSQL comes from ``RALLY_TEST_PG_URL`` (default: the local server); when it
+does not answer, the PostgreSQL cases are skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from rich.console import Console
+
+from broker.connection import BrokerConnection
+from broker.consumer import Consumer
+from broker.publisher import Publisher
+from broker.router import Router
+from broker.settings import BrokerSettings
+from broker.topology import QueueSpec
+from workers.cli import dlq_cmd
+from workers.cli.main import build_parser
+from workers.dlq.archive import DeadLetterArchive, open_archive
+from workers.dlq.directory import DlqDirectory
+from workers.dlq.mover import DeadLetterMover
+from workers.store import EventStore, open_store
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _pg_problem(url: str) -> str | None:
+    try:
+        conn = await asyncpg.connect(url, timeout=3)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def dlq_pg_server() -> str:
+    url = os.environ.get("RALLY_TEST_PG_URL", DEFAULT_PG_URL)
+    problem = asyncio.run(_pg_problem(url))
+    if problem is not None:
+        pytest.skip(f"PostgreSQL at {url} does not answer ({problem})")
+    return url
+
+
+@pytest.fixture
+async def dlq_pg_url(dlq_pg_server: str) -> AsyncIterator[str]:
+    """A store URL with a schema of its own, dropped afterwards."""
+    schema = f"rally_dlq_{uuid.uuid4().hex[:12]}"
+    sep = "&" if "?" in dlq_pg_server else "?"
+    yield f"{dlq_pg_server}{sep}schema={schema}"
+    conn = await asyncpg.connect(dlq_pg_server)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """The SQLite file both the event store and the archive use (as in production)."""
+    return f"sqlite:///{tmp_path}/rally.db"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def archive_url(request: pytest.FixtureRequest) -> str:
+    name = "store_url" if request.param == "sqlite" else "dlq_pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+async def archive(archive_url: str) -> AsyncIterator[DeadLetterArchive]:
+    opened = open_archive(archive_url)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+# ---- the broker side: a real work queue with a real consumer runtime ----
+
+
+@pytest.fixture
+def broker_settings(amqp_url: str, namespace: str) -> BrokerSettings:
+    """The root settings, with a small delivery limit and size limit to reach them fast."""
+    return BrokerSettings(
+        amqp_url=amqp_url,
+        namespace=namespace,
+        retry_initial_s=0.05,
+        max_attempts=3,
+        publish_timeout_s=5,
+        delivery_limit=2,
+        max_message_bytes=4096,
+    )
+
+
+@pytest.fixture
+def work_spec(broker: BrokerConnection) -> QueueSpec:
+    """``<ns>.q.test``: takes task and registry commands (the root fixture cleans it up)."""
+    return broker.topology.work_queue("test", command_keys=("tasks.#", "registry.#"))
+
+
+StartWorker = Callable[..., Awaitable[Consumer]]
+
+
+@pytest.fixture
+async def start_worker(
+    broker: BrokerConnection, publisher: Publisher, work_spec: QueueSpec
+) -> AsyncIterator[StartWorker]:
+    started: list[Consumer] = []
+
+    async def start(router: Router, **kwargs: Any) -> Consumer:
+        consumer = Consumer(
+            broker, work_spec, router, publisher, worker="test", replica="r1", **kwargs
+        )
+        started.append(await consumer.start())
+        return consumer
+
+    yield start
+    for consumer in started:
+        await consumer.stop(timeout=5)
+
+
+@pytest.fixture
+async def dlq_archive(store_url: str) -> AsyncIterator[DeadLetterArchive]:
+    opened = open_archive(store_url)
+    await opened.start()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def event_store(store_url: str) -> AsyncIterator[EventStore]:
+    store = open_store(store_url)
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def mover(broker: BrokerConnection, dlq_archive: DeadLetterArchive) -> DeadLetterMover:
+    directory = DlqDirectory(broker.topology, workers=("test",), archive=dlq_archive)
+    return DeadLetterMover(broker, dlq_archive, directory=directory, linger_s=0.01)
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Rally = Callable[..., Awaitable[Ran]]
+
+
+@pytest.fixture
+def rally(
+    monkeypatch: pytest.MonkeyPatch, broker_settings: BrokerSettings, store_url: str
+) -> Rally:
+    """Run `rally ...` in this test's loop, against this test's broker namespace and store."""
+    env = {
+        "RALLY_AMQP_URL": broker_settings.amqp_url,
+        "RALLY_NAMESPACE": broker_settings.namespace,
+        "RALLY_DELIVERY_LIMIT": str(broker_settings.delivery_limit),
+        "RALLY_MAX_MESSAGE_BYTES": str(broker_settings.max_message_bytes),
+        "RALLY_STORE_URL": store_url,
+        "RALLY_DLQ_WORKERS": "test",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    async def run(*argv: str) -> Ran:
+        args = build_parser().parse_args(list(argv))
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=200, soft_wrap=False)
+        code = await dlq_cmd.run_async(args, console)
+        return Ran(code, buffer.getvalue())
+
+    return run

@@ -1,0 +1,67 @@
+"""The agent aggregate, without a broker: register, drain, silence."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from contracts import (
+    AgentDraining,
+    AgentJoined,
+    AgentLeft,
+    AgentLost,
+    AgentUpdated,
+    DeregisterAgent,
+    Heartbeat,
+    RegisterAgent,
+)
+from workers.registry.domain import Agent, CheckSilence, HeartbeatSeen, decide, fold
+from workers.runtime.clock import ManualClock
+
+clock = ManualClock()
+REG = RegisterAgent(agent_id="a", capabilities=("x",), capacity=2)
+
+
+def live() -> Agent:
+    return fold("a", decide(Agent("a"), REG, clock.now()))
+
+
+def test_register_joins_then_is_idempotent_then_updates() -> None:
+    assert [type(e) for e in decide(Agent("a"), REG, clock.now())] == [AgentJoined]
+    assert decide(live(), REG, clock.now()) == []
+    changed = REG.model_copy(update={"capacity": 3})
+    assert [type(e) for e in decide(live(), changed, clock.now())] == [AgentUpdated]
+
+
+def test_lost_or_left_agent_rejoins() -> None:
+    lost = fold(
+        "a", [*decide(Agent("a"), REG, clock.now()), AgentLost(agent_id="a", silent_for_s=9)]
+    )
+    assert [type(e) for e in decide(lost, REG, clock.now())] == [AgentJoined]
+
+
+def test_silence_past_window_is_lost_once() -> None:
+    seen = clock.now()
+    check = CheckSilence("a", seen, lost_after_s=3)
+    assert decide(live(), check, seen + timedelta(seconds=2.9)) == []
+    events = decide(live(), check, seen + timedelta(seconds=3))
+    assert [type(e) for e in events] == [AgentLost]
+    # the second replica, having reloaded, sees it lost and decides nothing
+    assert decide(fold("a", [*decide(Agent("a"), REG, seen), *events]), check, seen) == []
+
+
+def test_drain_waits_for_load_zero() -> None:
+    drain = DeregisterAgent(agent_id="a", drain=True)
+    assert [type(e) for e in decide(live(), drain, clock.now(), last_load=1)] == [AgentDraining]
+    draining = fold("a", [*decide(Agent("a"), REG, clock.now()), AgentDraining(agent_id="a")])
+    busy = HeartbeatSeen(Heartbeat(agent_id="a", load=1))
+    idle = HeartbeatSeen(Heartbeat(agent_id="a", load=0))
+    assert decide(draining, busy, clock.now()) == []
+    assert [type(e) for e in decide(draining, idle, clock.now())] == [AgentLeft]
+
+
+def test_drain_with_nothing_running_leaves_at_once_and_no_drain_leaves_now() -> None:
+    drain = DeregisterAgent(agent_id="a", drain=True)
+    events = decide(live(), drain, clock.now(), last_load=0)
+    assert [type(e) for e in events] == [AgentDraining, AgentLeft]
+    now = DeregisterAgent(agent_id="a", drain=False)
+    assert [type(e) for e in decide(live(), now, clock.now(), last_load=5)] == [AgentLeft]

@@ -1,0 +1,1 @@
+"""The allocator: places ready tasks on agents and grants leases on shared resources."""

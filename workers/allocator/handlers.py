@@ -1,0 +1,270 @@
+"""The allocator's batch handler: catch up from the store, decide over the batch, append once.
+
+The store is the truth; broker events are wake-up calls. Each batch first
+reads the history past its cursor (positions are gapless and in commit order,
+so ``read_all(position)`` misses nothing and the projection never needs gap
+detection), then applies the batch's commands, hands back the work of agents
+that are gone, settles leases and places tasks — each step one atomic
+``append_many`` guarded by the expected versions of every stream it touches.
+A conflict means someone else moved a stream: catch up and decide again.
+
+Only one replica places at a time: the queue has a single active consumer,
+and before deciding the allocator also holds the store lease ``allocator``,
+so two replicas that both think they are active (a connection blip) cannot
+both fill the same agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from broker.errors import PublishFailed, Retry
+from broker.publisher import Publisher
+from broker.router import Incoming
+from contracts import DeclareResource, Heartbeat
+from workers.allocator.planning import (
+    LeaseCommand,
+    Plan,
+    grant_waiters,
+    next_wakeup,
+    on_commands,
+    orphaned,
+    place,
+    renew_agent_leases,
+    settle_leases,
+)
+from workers.allocator.projection import Projection
+from workers.runtime.clock import Clock
+from workers.runtime.messages import Effect, load_event, new_event, outbox_messages
+from workers.runtime.settings import WorkerSettings
+from workers.store.base import EventStore, Metadata, OutboxMessage, StreamAppend
+from workers.store.errors import ConcurrencyError
+from workers.tasks.domain import decide_agent_gone, effects
+from workers.tasks.state import evolve, fold, stream_of
+
+log = structlog.get_logger(__name__)
+
+WORKER = "allocator"
+LEASE = "allocator"
+LEASE_TTL_S = 5.0
+PAGE = 1000
+ROUNDS = 8  # decide-again rounds on conflicts before the batch goes back to the broker
+
+
+class Allocator:
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: Publisher,
+        clock: Clock,
+        settings: WorkerSettings,
+        *,
+        replica: str,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.settings = settings
+        self.replica = replica
+        self.owner = f"{replica}:{uuid.uuid4().hex[:8]}"
+        self.view = Projection(rejection_cooldown_s=settings.rejection_cooldown_s)
+        self.active = False
+        self._lock = asyncio.Lock()
+        self._lease_until = 0.0
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._wake_at: datetime | None = None
+
+    # ---- entry points ----
+    async def on_batch(self, batch: Sequence[Incoming[Any]]) -> Mapping[int, BaseException]:
+        commands: list[LeaseCommand] = []
+        heartbeats: list[Heartbeat] = []
+        for incoming in batch:
+            payload = incoming.payload
+            if isinstance(payload, Heartbeat):
+                heartbeats.append(payload)
+            elif payload.kind == "command":
+                commands.append(payload)
+            # events are only wake-up calls: the store has them already
+        await self.run(commands, heartbeats)
+        return {}
+
+    async def tick(self) -> None:
+        """Time passed (a lease expiry, a cool-down end): decide again with no new messages."""
+        if self.active:
+            await self.run([], [])
+
+    async def run(self, commands: list[LeaseCommand], heartbeats: list[Heartbeat]) -> None:
+        async with self._lock:
+            await self._hold_lease()
+            first = not self.active
+            self.active = True
+            await self.catch_up()
+            now = self.clock.now()
+            if first:
+                self._fresh_windows(now)
+                commands = self._configured() + commands
+            for hb in heartbeats:
+                renew_agent_leases(self.view, hb.agent_id, now)
+            await self._rounds("commands", lambda plan: on_commands(self.view, commands, now, plan))
+            await self._hand_back()
+            await self._rounds("placement", lambda plan: self._settle_and_place(now, plan))
+            self._schedule(now)
+
+    def _settle_and_place(self, now: datetime, plan: Plan) -> None:
+        settle_leases(self.view, now, plan)
+        grant_waiters(self.view, now, plan)
+        place(self.view, now, plan)
+
+    # ---- the store ----
+    async def catch_up(self) -> int:
+        applied = 0
+        while True:
+            page = await self.store.read_all(self.view.position, PAGE)
+            for record in page:
+                self.view.apply(record)
+            applied += len(page)
+            if len(page) < PAGE:
+                return applied
+
+    async def _rounds(self, what: str, decide: Any) -> None:
+        """Plan → append; on a conflict catch up and plan again."""
+        for _ in range(ROUNDS):
+            plan = Plan()
+            decide(plan)
+            await self._publish_direct(plan.direct)
+            if plan.empty:
+                return
+            try:
+                await self._append(plan)
+            except ConcurrencyError as exc:
+                log.info("allocator.conflict", step=what, stream=exc.stream)
+                await self.catch_up()
+                continue
+            await self.catch_up()
+            if plan.placed:
+                log.info("allocator.placed", tasks=plan.placed, pending=self._pending())
+            return
+        raise Retry(f"allocator {what}: version conflicts in {ROUNDS} rounds")
+
+    async def _append(self, plan: Plan) -> None:
+        appends = [
+            StreamAppend(stream, expected, [new_event(e) for e in events])
+            for stream, (expected, events) in plan.appends.items()
+        ]
+        outbox = outbox_messages(plan.effects, sender=WORKER)
+        await self.store.append_many(appends, metadata=self._meta(), outbox=outbox)
+
+    def _meta(self) -> Metadata:
+        return Metadata(message_id=str(uuid.uuid4()), worker=WORKER, replica=self.replica)
+
+    async def _hand_back(self) -> None:
+        """Tasks held by agents that are gone go back (or die) by the task manager's rules."""
+        for task_id, agent_id, why in orphaned(self.view):
+            for _ in range(ROUNDS):
+                records = await self.store.read(stream_of(task_id))
+                task = fold(task_id, [load_event(r) for r in records])
+                events = decide_agent_gone(task, agent_id, why)
+                if not events:
+                    break
+                after = task
+                for event in events:
+                    after = evolve(after, event)
+                outbox: list[OutboxMessage] = outbox_messages(
+                    effects(task, events, after), sender=WORKER
+                )
+                try:
+                    await self.store.append(
+                        stream_of(task_id),
+                        task.version,
+                        [new_event(e) for e in events],
+                        metadata=self._meta(),
+                        outbox=outbox,
+                    )
+                except ConcurrencyError:
+                    continue
+                log.info("allocator.handed_back", task_id=str(task_id), agent_id=agent_id, why=why)
+                break
+        await self.catch_up()
+
+    async def _hold_lease(self) -> None:
+        acquire = getattr(self.store, "acquire_lease", None)
+        if acquire is None:
+            return  # a store without leases (a test double): rely on single active consumer
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._lease_until - LEASE_TTL_S * 2 / 3:
+            return
+        if not await acquire(LEASE, self.owner, LEASE_TTL_S):
+            self.active = False
+            raise Retry("another allocator replica holds the placement lease", after=1.0)
+        self._lease_until = loop.time() + LEASE_TTL_S
+
+    async def release(self) -> None:
+        release = getattr(self.store, "release_lease", None)
+        if release is not None and self.active:
+            with contextlib.suppress(Exception):
+                await release(LEASE, self.owner)
+
+    # ---- odds and ends ----
+    def _fresh_windows(self, now: datetime) -> None:
+        """On taking over, every direct lease gets a full TTL: renewals were in memory."""
+        for view in self.view.resources.values():
+            for holder in view.holders.values():
+                if holder.task_id is None:
+                    holder.expires_at = now + timedelta(seconds=holder.ttl_s)
+
+    def _configured(self) -> list[LeaseCommand]:
+        return [
+            DeclareResource(resource=name, capacity=capacity)
+            for name, capacity in self.settings.resources.items()
+        ]
+
+    def _pending(self) -> int:
+        return sum(1 for t in self.view.tasks.values() if t.placeable)
+
+    async def _publish_direct(self, notices: list[Effect]) -> None:
+        for effect in notices:
+            try:
+                await self.publisher.send(effect.payload, to=effect.to)
+            except PublishFailed as exc:
+                log.warning("allocator.notice_undeliverable", to=effect.to, error=str(exc))
+
+    # ---- waking up when time, not a message, changes a decision ----
+    def _schedule(self, now: datetime) -> None:
+        self.view.avoid = {k: t for k, t in self.view.avoid.items() if t > now}
+        self._wake_at = next_wakeup(self.view, now)
+        self._wake.set()
+
+    def start_timer(self) -> None:
+        self._timer = asyncio.create_task(self._timer_loop(), name="allocator-timer")
+
+    async def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+
+    async def _timer_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            delay = None
+            if self._wake_at is not None:
+                delay = max(0.0, (self._wake_at - self.clock.now()).total_seconds()) + 0.01
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+                continue  # rescheduled: compute the new delay
+            except TimeoutError:
+                pass
+            self._wake_at = None
+            try:
+                await self.tick()
+            except Exception:  # the next batch or tick tries again
+                log.exception("allocator.tick_failed")

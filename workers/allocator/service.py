@@ -1,0 +1,58 @@
+"""Allocator wiring: one queue (single active consumer) for its commands and the events it follows.
+
+Bound to ``allocator.#`` commands, to the agents' heartbeats (they renew
+direct leases), and to the task, agent and resource events that change what
+can be placed — so one process sees the whole picture, in one batch handler.
+"""
+
+from __future__ import annotations
+
+from broker.consumer import Consumer
+from broker.router import Router
+from workers.allocator.handlers import WORKER, Allocator
+from workers.runtime.context import ServiceContext
+
+TASK_EVENTS = (
+    "TaskSubmitted",
+    "TaskReady",
+    "TaskAssigned",
+    "TaskFailed",
+    "TaskRequeued",
+    "TaskSucceeded",
+    "TaskCancelled",
+    "TaskDead",
+)
+EVENT_KEYS = (*(f"task.{t}" for t in TASK_EVENTS), "agent.#", "resource.#")
+
+
+class AllocatorService:
+    name = WORKER
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.allocator = Allocator(
+            ctx.store, ctx.publisher, ctx.clock, ctx.settings, replica=ctx.replica
+        )
+        spec = ctx.conn.topology.work_queue(
+            WORKER,
+            command_keys=(f"{WORKER}.#", "registry.Heartbeat"),
+            event_keys=EVENT_KEYS,
+            single_active=True,
+        )
+        self.consumer = Consumer(
+            ctx.conn,
+            spec,
+            Router(),
+            ctx.publisher,
+            worker=WORKER,
+            replica=ctx.replica,
+            batch_handler=self.allocator.on_batch,
+        )
+
+    async def start(self) -> None:
+        self.allocator.start_timer()
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.allocator.stop_timer()
+        await self.allocator.release()

@@ -1,0 +1,74 @@
+"""Start and stop the demo's OS processes: worker replicas and agent groups."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+from workers.demo.scenario import AgentPlan
+
+WORKERS = ("registry", "tasks", "allocator")
+
+
+class Fleet:
+    """Every process the demo started; `close()` leaves none behind."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.agent_groups: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen(
+            [sys.executable, "-m", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches the demo, which stops them
+        )
+
+    def start_workers(self, replicas: int) -> None:
+        for worker in WORKERS:
+            for replica in range(replicas):
+                args = ["workers.runtime.process", "--worker", worker, "--replica", str(replica)]
+                self.workers.append(self._spawn(f"{worker}-{replica}", args))
+
+    def start_agents(self, group: str, plans: list[AgentPlan], heartbeat_s: float) -> None:
+        spec = json.dumps([asdict(p) for p in plans])
+        args = ["workers.demo.agents", "--plans", spec, "--heartbeat", str(heartbeat_s)]
+        self.agent_groups[group] = self._spawn(f"agents-{group}", args)
+
+    def kill_agents(self, group: str) -> None:
+        """SIGKILL: no drain, no goodbye, as a crash would."""
+        proc = self.agent_groups[group]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def crashed(self) -> list[str]:
+        return [
+            f"worker pid {p.pid} exited {p.returncode}"
+            for p in self.workers
+            if p.poll() is not None
+        ]
+
+    def close(self, timeout: float = 15.0) -> None:
+        procs = [*self.agent_groups.values(), *self.workers]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)

@@ -1,0 +1,90 @@
+"""Which dead-letter queues there are to drain, without a management API to list them.
+
+Candidates come from what the code knows: the workers' queues (topology), the
+agents' inboxes (the agent streams in the history), anything configured
+(``RALLY_DLQ_QUEUES``), and every DLQ the archive has taken letters from
+before. A passive declare then tells which of them exist and how full they are.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+
+from broker.topology import Topology
+from workers.dlq.archive import DeadLetterArchive
+from workers.store import EventStore
+
+DEFAULT_WORKERS = ("registry", "tasks", "allocator")
+
+AgentIds = Callable[[], Awaitable[Iterable[str]]]
+
+
+class DlqDirectory:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        workers: Sequence[str] = DEFAULT_WORKERS,
+        extra: Sequence[str] = (),
+        agents: AgentIds | None = None,
+        archive: DeadLetterArchive | None = None,
+    ) -> None:
+        self.topology = topology
+        self.workers = tuple(workers)
+        self.extra = tuple(extra)
+        self.agents = agents
+        self.archive = archive
+
+    @classmethod
+    def from_env(
+        cls,
+        topology: Topology,
+        env: Mapping[str, str] | None = None,
+        *,
+        agents: AgentIds | None = None,
+        archive: DeadLetterArchive | None = None,
+    ) -> DlqDirectory:
+        """RALLY_DLQ_WORKERS (comma list, default registry,tasks,allocator) and
+        RALLY_DLQ_QUEUES (extra queue names, with or without ``.dlq``)."""
+        env = os.environ if env is None else env
+        workers = _split(env.get("RALLY_DLQ_WORKERS")) or DEFAULT_WORKERS
+        return cls(
+            topology,
+            workers=workers,
+            extra=_split(env.get("RALLY_DLQ_QUEUES")),
+            agents=agents,
+            archive=archive,
+        )
+
+    async def candidates(self) -> list[str]:
+        names = [self.topology.worker_queue(w) + ".dlq" for w in self.workers]
+        names += [q if q.endswith(".dlq") else f"{q}.dlq" for q in self.extra]
+        if self.agents is not None:
+            names += [self.topology.inbox_queue(a).dlq for a in await self.agents()]
+        if self.archive is not None:
+            prefix = f"{self.topology.namespace}."
+            names += [q for q in await self.archive.queues() if q.startswith(prefix)]
+        return list(dict.fromkeys(names))
+
+
+def store_agent_ids(store: EventStore, *, page: int = 1000) -> AgentIds:
+    """Every agent the history has heard of (streams ``agent-<id>``): their inboxes
+    have DLQs, and a DLQ outlives its inbox (it does not expire)."""
+
+    async def agent_ids() -> list[str]:
+        seen: dict[str, None] = {}
+        position = 0
+        while True:
+            records = await store.read_all(position, page, stream_prefix="agent-")
+            for record in records:
+                seen[record.stream.removeprefix("agent-")] = None
+                position = record.position
+            if len(records) < page:
+                return list(seen)
+
+    return agent_ids
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())

@@ -1,0 +1,1 @@
+"""The agent registry: who is in the fleet, what each can do, and who went silent."""

@@ -1,0 +1,1 @@
+"""The runtime every coordination worker shares: clock, settings, store glue, the runner."""

@@ -1,0 +1,95 @@
+"""Glue between contracts and the store: events in and out, metadata, outbox messages.
+
+Handlers speak in contract models; the store speaks in ``NewEvent`` /
+``RecordedEvent`` / ``OutboxMessage``. These helpers are the only translation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from broker.router import Incoming
+from contracts import Envelope, Event, Message, decode_payload, encode
+from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
+
+
+def new_event(event: Event) -> NewEvent:
+    return NewEvent(
+        type=event.type_name(),
+        data=event.model_dump(mode="json"),
+        schema_version=event.version,
+    )
+
+
+def load_event(record: RecordedEvent) -> Event:
+    """The recorded event as its contract model (old versions upcast)."""
+    payload = decode_payload(record.type, record.schema_version, record.data)
+    if not isinstance(payload, Event):
+        raise TypeError(f"{record.type} at position {record.position} is not an event")
+    return payload
+
+
+def metadata_for(incoming: Incoming[Any] | None, *, worker: str, replica: str) -> Metadata:
+    if incoming is None:
+        return Metadata(worker=worker, replica=replica)
+    env = incoming.envelope
+    return Metadata(
+        message_id=str(env.id),
+        causation_id=str(env.id),
+        correlation_id=str(env.correlation_id),
+        sender=incoming.user_id or env.sender,
+        worker=worker,
+        replica=replica,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """A side effect a decision asks for: a notice to an inbox, or a command to a worker.
+
+    ``to`` is the inbox (agent or client id) for a notice; commands go to their route.
+    ``not_before`` makes it a timer: the relay holds it until then.
+    """
+
+    payload: Message
+    to: str | None = None
+    not_before: datetime | None = None
+    correlation_id: UUID | None = None
+
+
+def outbox_message(
+    effect: Effect, *, sender: str, caused_by: Envelope[Any] | None = None
+) -> OutboxMessage:
+    payload = effect.payload
+    envelope = Envelope.wrap(
+        payload,
+        sender=sender,
+        caused_by=caused_by,
+        correlation_id=effect.correlation_id,
+        message_id=uuid4(),
+    )
+    if payload.kind == "notice":
+        if effect.to is None:
+            raise ValueError(f"{payload.type_name()} is a notice: give its recipient")
+        exchange, key = "inbox", effect.to
+    elif payload.kind == "command":
+        exchange, key = "commands", f"{payload.route}.{payload.type_name()}"
+    else:
+        raise ValueError(f"{payload.type_name()} is an event: events go out through the store")
+    return OutboxMessage(
+        exchange=exchange,
+        routing_key=key,
+        body=encode(envelope),
+        message_id=str(envelope.id),
+        headers={},
+        not_before=effect.not_before,
+    )
+
+
+def outbox_messages(
+    effects: list[Effect], *, sender: str, caused_by: Envelope[Any] | None = None
+) -> list[OutboxMessage]:
+    return [outbox_message(e, sender=sender, caused_by=caused_by) for e in effects]

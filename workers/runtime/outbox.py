@@ -1,0 +1,107 @@
+"""The relay's two plug-ins: how a recorded event goes out, and who publishes it.
+
+An event goes to the ``events`` topic exchange as an ordinary envelope: its
+message id is the event id (so subscribers dedupe a re-published row), its
+type the event type, its payload the contract model, its correlation and
+causation from the append's metadata; routing key ``<category>.<Type>``
+(``task.TaskAssigned``) and headers naming its stream, version and position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from uuid import UUID
+
+import structlog
+
+from broker.errors import Unroutable
+from broker.publisher import Outgoing, Publisher
+from contracts import encode, envelope_class
+from workers.runtime.messages import load_event
+from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
+
+log = structlog.get_logger(__name__)
+
+POSITION = "x-rally-position"
+STREAM = "x-rally-stream"
+VERSION = "x-rally-version"
+
+
+def _uuid(value: object, default: UUID) -> UUID:
+    try:
+        return UUID(str(value)) if value else default
+    except ValueError:
+        return default
+
+
+def encode_event(record: RecordedEvent) -> OutgoingRecord:
+    payload = load_event(record)
+    meta = record.metadata
+    causation = meta.get("causation_id") or meta.get("message_id")
+    envelope = envelope_class(type(payload))(
+        id=record.id,
+        type=record.type,
+        version=payload.version,
+        correlation_id=_uuid(meta.get("correlation_id"), record.id),
+        causation_id=_uuid(causation, record.id) if causation else None,
+        sender=str(meta.get("worker") or "rally"),
+        sent_at=record.recorded_at,
+        payload=payload,
+    )
+    return OutgoingRecord(
+        exchange="events",
+        routing_key=f"{stream_category(record.stream)}.{record.type}",
+        body=encode(envelope, max_bytes=16 * 1024 * 1024),  # already stored: never refuse it
+        message_id=str(record.id),
+        headers={
+            POSITION: str(record.position),
+            STREAM: record.stream,
+            VERSION: str(record.version),
+        },
+    )
+
+
+class OutboxPublisher:
+    """broker.publisher.Publisher behind the relay's ``publish_outbox`` protocol.
+
+    A message no queue is bound for is dropped with a log line, not retried: an
+    event nobody subscribes to, or a notice to an inbox that no longer exists,
+    will not become deliverable by waiting, and retrying would hold back every
+    later row of its stream.
+    """
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.topology = publisher.topology
+        self.dropped = 0
+
+    async def publish_outbox(self, messages: Sequence[OutgoingRecord]) -> None:
+        results = await asyncio.gather(
+            *(self.publisher.publish_raw(self._outgoing(m)) for m in messages),
+            return_exceptions=True,
+        )
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Unroutable):
+                self.dropped += 1
+                log.debug(
+                    "outbox.unroutable", exchange=message.exchange, routing_key=message.routing_key
+                )
+            elif isinstance(result, BaseException):
+                raise result
+
+    def _outgoing(self, record: OutgoingRecord) -> Outgoing:
+        return Outgoing(
+            exchange=self.topology.resolve_exchange(record.exchange),
+            routing_key=record.routing_key,
+            body=record.body,
+            message_id=record.message_id,
+            headers=dict(record.headers),
+            type=_type_of(record),
+        )
+
+
+def _type_of(record: OutgoingRecord) -> str | None:
+    # the envelope's type, cheaply: the routing key ends with it for events and commands
+    tail = record.routing_key.rsplit(".", 1)[-1]
+    return tail if tail[:1].isupper() else None

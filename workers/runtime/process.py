@@ -1,0 +1,51 @@
+"""One OS process = one replica of one (or more) workers, until SIGTERM or SIGINT.
+
+python -m workers.runtime.process --worker tasks --replica 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from broker.errors import BrokerError
+from broker.logs import configure_logging
+from workers.runtime.services import run_services
+from workers.runtime.settings import WorkerSettings
+from workers.store.errors import StoreError
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(workers: Sequence[str], replica: str, settings: WorkerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    structlog.contextvars.bind_contextvars(worker="+".join(workers), replica=replica)
+    async with run_services(settings, workers=workers, replica=replica):
+        await stop.wait()
+        log.info("worker.stopping")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers.runtime.process")
+    parser.add_argument("--worker", action="append", required=True, help="registry|tasks|allocator")
+    parser.add_argument("--replica", default="0")
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        asyncio.run(serve(args.worker, args.replica, WorkerSettings.from_env()))
+    except (BrokerError, StoreError, ValueError) as exc:
+        print(f"rally worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

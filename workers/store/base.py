@@ -1,0 +1,232 @@
+"""The event store boundary: the records it keeps and the Protocols callers code against.
+
+Workers depend on ``EventStore`` only. The relay depends on ``OutboxStore``
+(what it needs to move committed outbox rows to the broker), and the group
+committer on ``BatchEventStore`` (one transaction for many independent
+appends). Both adapters (SQLite, PostgreSQL) implement all three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from workers.store.errors import ConcurrencyError
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append. Its id is fixed before the append so retries keep it."""
+
+    type: str
+    data: Mapping[str, Any]
+    id: UUID = field(default_factory=uuid4)
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as the store recorded it. ``recorded_at`` is tz-aware UTC."""
+
+    position: int
+    stream: str
+    version: int
+    id: UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+    @property
+    def category(self) -> str:
+        """The stream's category: ``task`` for ``task-3f2a``."""
+        return stream_category(self.stream)
+
+
+def stream_category(stream: str) -> str:
+    return stream.split("-", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """Events for one stream. ``expected_version``: 0 = must not exist, None = any."""
+
+    stream: str
+    expected_version: int | None
+    events: Sequence[NewEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A side-effect message committed with the events (assignment, notice, timer)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    positions: tuple[int, ...]
+    versions: dict[str, int]
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """Written into each appended event's metadata column."""
+
+    message_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    sender: str | None = None
+    worker: str | None = None
+    replica: str | None = None
+
+
+NO_METADATA = Metadata()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One caller's append, as a unit the group committer can batch with others."""
+
+    appends: Sequence[StreamAppend]
+    metadata: Metadata = NO_METADATA
+    idempotency_key: str | None = None
+    outbox: Sequence[OutboxMessage] = ()
+
+
+# What one request in a batch came to: its result, or the conflict that skipped it.
+AppendOutcome = AppendResult | ConcurrencyError
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A message ready for the broker: what the relay hands its publisher."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A committed, not yet published outbox entry.
+
+    Exactly one of ``event`` (an appended event, encoded by the relay) and
+    ``message`` (a side-effect message, published as is) is set. ``stream`` is
+    the ordering key: event rows of one stream are published in id order.
+    """
+
+    id: int
+    stream: str | None
+    event: RecordedEvent | None = None
+    message: OutgoingRecord | None = None
+
+
+class EventStore(Protocol):
+    """Append-only history with optimistic concurrency. See the module docs of the adapters."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def append(
+        self,
+        stream: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        metadata: Metadata = NO_METADATA,
+        idempotency_key: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> AppendResult: ...
+
+    async def append_many(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        metadata: Metadata = NO_METADATA,
+        idempotency_key: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> AppendResult: ...
+
+    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]: ...
+
+    async def stream_version(self, stream: str) -> int: ...
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
+    ) -> list[RecordedEvent]: ...
+
+    async def last_position(self) -> int: ...
+
+    async def save_snapshot(self, stream: str, version: int, state: Mapping[str, Any]) -> None: ...
+
+    async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None: ...
+
+
+class BatchEventStore(EventStore, Protocol):
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Apply independent requests in one transaction, in order.
+
+        A request whose expected version does not match is skipped and gets
+        its ``ConcurrencyError``; the others commit. Any other error fails the
+        whole batch (nothing is written).
+        """
+        ...
+
+
+CommitListener = Callable[[Sequence[int]], None]
+
+
+class OutboxStore(Protocol):
+    """What the relay needs from the store. Times are the store's clock."""
+
+    def attach_relay(self, owner: str, claim_seconds: float, on_commit: CommitListener) -> None:
+        """From now on outbox rows are born claimed by ``owner`` for ``claim_seconds``,
+        and ``on_commit`` gets their ids right after each commit (the fast path)."""
+        ...
+
+    def detach_relay(self) -> None: ...
+
+    async def outbox_take_own(
+        self, owner: str, ids: Sequence[int], claim_seconds: float
+    ) -> list[OutboxRow]:
+        """Of ``ids``, the rows still claimed by ``owner`` that are first in line for their
+        stream, claim renewed, in id order. Rows behind another pending row of their
+        stream are released to the sweeper, which publishes in order."""
+        ...
+
+    async def outbox_claim_due(
+        self, owner: str, limit: int, claim_seconds: float
+    ) -> list[OutboxRow]:
+        """Unclaimed or expired rows and due timers, first in line for their stream,
+        claimed by ``owner``, in id order (the sweeper)."""
+        ...
+
+    async def outbox_done(self, ids: Sequence[int]) -> None:
+        """The rows are confirmed by the broker: forget them."""
+        ...
+
+    async def outbox_release(self, ids: Sequence[int], delay_seconds: float) -> None:
+        """Publishing failed: let the sweeper retry the rows after ``delay_seconds``."""
+        ...
+
+    async def outbox_pending(self) -> int: ...
+
+    async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the named lease; True while ``owner`` holds it."""
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None: ...

@@ -1,0 +1,250 @@
+"""The outbox relay: committed outbox rows to the broker, at least once, in order per stream.
+
+Every append writes, in the same transaction as the events, one outbox row per
+event plus the side-effect messages (assignments, notices, timers). A row is
+deleted only after the broker confirmed it, so a crash anywhere loses nothing.
+
+Two paths publish rows:
+
+- **Fast path** (low latency, every replica). A store with a relay attached
+  writes its rows *claimed by this relay until now + grace* and, right after
+  commit, hands the relay their ids. The relay renews the claim (only if it
+  still holds it), publishes, waits for the confirms and deletes the rows.
+- **Sweeper** (recovery and timers, one leader). Whoever holds the ``outbox``
+  lease — a row with owner and expiry, renewed every third of its TTL and
+  taken over only once expired — polls (default every 50 ms, one indexed
+  query when idle) for rows whose claim expired (their writer crashed between
+  commit and publish, or gave them up), rows released after a failed publish,
+  rows written by a store with no relay, and timers whose ``not_before`` has
+  come. It claims them the same way and publishes them in id order.
+
+Claims make the two paths exclusive: taking a row is a conditional update
+(still mine and unexpired / expired or unclaimed), so two relays never both
+publish a row unless one stalls past its claim. Then, and after a crash
+between confirm and delete, a row goes out twice with the same message id
+(the event id for events): subscribers dedupe on it.
+
+Order per stream: ids grow in commit order (the stores assign them under
+their append lock). A relay publishes an event row only when no other pending
+row of that stream has a lower id (``ordering.first_in_line``); a fast-path
+row stuck behind another replica's row is released to the sweeper instead,
+which takes each stream from its oldest pending row. Rows without a stream
+(side-effect messages, timers) are not held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from workers.store.base import OutboxRow, OutboxStore, OutgoingRecord, RecordedEvent
+from workers.store.errors import StoreError
+
+log = structlog.get_logger(__name__)
+
+EncodeEvent = Callable[[RecordedEvent], OutgoingRecord]
+
+
+class OutboxPublisher(Protocol):
+    async def publish_outbox(self, messages: Sequence[OutgoingRecord]) -> None:
+        """Publish all, in order, wait for every confirm; raise if any failed."""
+        ...
+
+
+class Relay:
+    def __init__(
+        self,
+        store: OutboxStore,
+        publisher: OutboxPublisher,
+        encode_event: EncodeEvent,
+        *,
+        replica: str | None = None,
+        lease_name: str = "outbox",
+        sweep_interval: float = 0.05,
+        claim_seconds: float = 10.0,
+        lease_seconds: float = 5.0,
+        retry_delay: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.encode_event = encode_event
+        replica = replica or f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = f"{replica}:{uuid.uuid4().hex[:8]}"
+        self.sweeper_owner = f"{self.owner}/sweep"  # distinct: its claims are not the fast path's
+        self.lease_name = lease_name
+        self.sweep_interval = sweep_interval
+        self.claim_seconds = claim_seconds
+        self.lease_seconds = lease_seconds
+        self.retry_delay = retry_delay
+        self.batch_size = batch_size
+        self.leader = False
+        self._pending: list[int] = []
+        self._wakeup = asyncio.Event()
+        self._fast_lock = asyncio.Lock()
+        self._sweep_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._log = log.bind(relay=self.owner)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._stopped.clear()
+        self.store.attach_relay(self.owner, self.claim_seconds, self._on_commit)
+        self._tasks = [
+            asyncio.create_task(self._fast_loop(), name=f"relay-fast-{self.owner}"),
+            asyncio.create_task(self._sweep_loop(), name=f"relay-sweep-{self.owner}"),
+        ]
+        for task in self._tasks:
+            task.add_done_callback(self._report_crash)
+
+    def _report_crash(self, task: asyncio.Task[None]) -> None:
+        # A loop only ends on stop; anything else is a bug that must not go unseen.
+        if not task.cancelled() and task.exception() is not None:
+            self._log.error("relay.loop_crashed", task=task.get_name(), exc_info=task.exception())
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Publish what this replica committed, then stop; hand the lease on at once."""
+        if self._tasks:
+            self.store.detach_relay()
+        self._stopping = True
+        self._stopped.set()
+        self._wakeup.set()
+        tasks, self._tasks = self._tasks, []
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(StoreError):
+            if self._pending:  # not published: let the sweeper have them now
+                await self.store.outbox_release(self._pending, 0.0)
+                self._pending.clear()
+            if self.leader:
+                await self.store.release_lease(self.lease_name, self.sweeper_owner)
+        self.leader = False
+
+    async def flush(self) -> int:
+        """Publish everything due now (own rows, then a full sweep if the lease is free)."""
+        published = await self._drain_own()
+        async with self._sweep_lock:
+            self.leader = await self.store.acquire_lease(
+                self.lease_name, self.sweeper_owner, self.lease_seconds
+            )
+        if self.leader:
+            while (n := await self.sweep_once()) > 0:
+                published += n
+            if not self._tasks:  # not running: do not sit on the lease
+                await self.store.release_lease(self.lease_name, self.sweeper_owner)
+                self.leader = False
+        return published
+
+    # -- fast path --------------------------------------------------------------------
+
+    def _on_commit(self, ids: Sequence[int]) -> None:
+        self._pending.extend(ids)
+        self._wakeup.set()
+
+    async def _fast_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            await self._drain_own()
+            if self._stopping:
+                return
+
+    async def _drain_own(self) -> int:
+        published = 0
+        async with self._fast_lock:
+            while self._pending:
+                ids = sorted(self._pending[: self.batch_size])
+                del self._pending[: self.batch_size]
+                try:
+                    rows = await self.store.outbox_take_own(self.owner, ids, self.claim_seconds)
+                except StoreError as exc:
+                    # The rows stay claimed by us until the claim expires; then the sweeper.
+                    self._log.warning("relay.take_failed", rows=len(ids), error=str(exc))
+                    continue
+                published += await self._publish(rows)
+        return published
+
+    # -- sweeper ----------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        renew_at = 0.0
+        while not self._stopping:
+            busy = False
+            try:
+                if time.monotonic() >= renew_at:
+                    was = self.leader
+                    self.leader = await self.store.acquire_lease(
+                        self.lease_name, self.sweeper_owner, self.lease_seconds
+                    )
+                    renew_at = time.monotonic() + self.lease_seconds / 3
+                    if self.leader != was:
+                        self._log.info("relay.leadership", leader=self.leader)
+                if self.leader:
+                    busy = await self.sweep_once() >= self.batch_size
+            except StoreError as exc:
+                self._log.warning("relay.sweep_failed", error=str(exc))
+                self.leader = False
+                renew_at = 0.0
+            if not busy:  # a full batch means a backlog: go again at once
+                await self._pause(self.sweep_interval if self.leader else self.lease_seconds / 3)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when stopped."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
+
+    async def sweep_once(self) -> int:
+        """Claim and publish one batch of due rows; the number published."""
+        async with self._sweep_lock:
+            rows = await self.store.outbox_claim_due(
+                self.sweeper_owner, self.batch_size, self.claim_seconds
+            )
+            if rows:
+                self._log.info("relay.sweep", rows=len(rows))
+            return await self._publish(rows)
+
+    # -- publishing -------------------------------------------------------------------
+
+    async def _publish(self, rows: Sequence[OutboxRow]) -> int:
+        if not rows:
+            return 0
+        ids = [r.id for r in rows]
+        try:
+            records = [self._record(r) for r in rows]
+            await self.publisher.publish_outbox(records)
+        except Exception as exc:
+            # Nothing is dropped: the rows go back to the sweeper, which retries later and
+            # meanwhile holds back the rest of their streams.
+            self._log.warning("relay.publish_failed", rows=len(rows), error=repr(exc))
+            with contextlib.suppress(StoreError):
+                await self.store.outbox_release(ids, self.retry_delay)
+            return 0
+        try:
+            await self.store.outbox_done(ids)
+        except StoreError as exc:
+            # Published but not forgotten: they will go out again (same message ids).
+            self._log.warning("relay.done_failed", rows=len(ids), error=str(exc))
+        return len(rows)
+
+    def _record(self, row: OutboxRow) -> OutgoingRecord:
+        if row.event is not None:
+            return self.encode_event(row.event)
+        if row.message is None:
+            raise StoreError(f"outbox row {row.id} has neither an event nor a message")
+        return row.message

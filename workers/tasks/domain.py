@@ -1,0 +1,365 @@
+"""Task decisions: pure ``decide`` (state + command + now → events) and their side effects.
+
+Attempts: an assignment runs ``next_attempt``. A failure, a time-out or a lost
+agent uses up the attempt (the next one is attempt + 1; past ``max_attempts``
+the task is dead). An agent refusing an assignment (``RejectAssignment``) does
+not: the task goes back to pending with the same attempt number; the fencing
+token (the task stream version of the assignment) still changes, so reports
+for the refused assignment stay stale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from contracts import (
+    CancelTask,
+    DependencyResolved,
+    DependentAdded,
+    Event,
+    RejectAssignment,
+    ReportTaskFailed,
+    ReportTaskProgress,
+    ReportTaskStarted,
+    ReportTaskSucceeded,
+    ResolveDependency,
+    StopTask,
+    SubmitTask,
+    TaskAccepted,
+    TaskCancelled,
+    TaskDead,
+    TaskFailed,
+    TaskKeyClaimed,
+    TaskOutcome,
+    TaskProgressed,
+    TaskReady,
+    TaskRequeued,
+    TaskRetryScheduled,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+    TaskTimerDue,
+)
+from workers.runtime.messages import Effect
+from workers.tasks.state import ACTIVE, Task, evolve, key_stream, stream_of
+
+Report = (
+    ReportTaskStarted
+    | ReportTaskProgress
+    | ReportTaskSucceeded
+    | ReportTaskFailed
+    | RejectAssignment
+)
+Command = Report | CancelTask | ResolveDependency | TaskTimerDue
+
+# A timer may reach us a hair before the deadline it was set for (two clocks).
+TIMER_SLACK_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_result_bytes: int = 1024 * 1024
+
+
+def stale(task: Task, report: Report) -> str | None:
+    """Why a report is not about the current attempt (None: it is current)."""
+    if not task.submitted:
+        return "unknown task"
+    if task.state not in ACTIVE:
+        return f"task is {task.state}"
+    if report.attempt != task.attempt or report.fencing_token != task.fencing_token:
+        return (
+            f"attempt {report.attempt}/token {report.fencing_token} is not the current "
+            f"attempt {task.attempt}/token {task.fencing_token}"
+        )
+    if report.agent_id != task.agent_id:
+        return f"agent {report.agent_id} does not hold it ({task.agent_id} does)"
+    return None
+
+
+def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits()) -> list[Event]:
+    match command:
+        case CancelTask():
+            return _cancel(task, command.reason)
+        case ResolveDependency():
+            return _resolve(task, command)
+        case TaskTimerDue():
+            return _timer(task, command, now)
+    if stale(task, command) is not None:
+        return []  # a late report from a lost or replaced holder: no effect
+    tid, agent, attempt = task.task_id, command.agent_id, command.attempt
+    match command:
+        case ReportTaskStarted():
+            if task.state == "running":
+                return []
+            deadline = now + timedelta(seconds=task.timeout_s)
+            return [TaskStarted(task_id=tid, agent_id=agent, attempt=attempt, deadline=deadline)]
+        case ReportTaskProgress():
+            return [
+                TaskProgressed(
+                    task_id=tid,
+                    agent_id=agent,
+                    attempt=attempt,
+                    progress=command.progress,
+                    message=command.message,
+                )
+            ]
+        case ReportTaskSucceeded():
+            size = len(json.dumps(command.result, separators=(",", ":")).encode())
+            if size > limits.max_result_bytes:
+                error = f"result too large: {size} bytes > {limits.max_result_bytes}"
+                # the same work would produce the same result: retrying cannot help
+                return _failed(task, now, agent, error, "ResultTooLarge", retryable=False)
+            return [
+                TaskSucceeded(task_id=tid, agent_id=agent, attempt=attempt, result=command.result)
+            ]
+        case ReportTaskFailed():
+            return _failed(task, now, agent, command.error, command.error_type, command.retryable)
+        case RejectAssignment():
+            return [
+                TaskRequeued(
+                    task_id=tid,
+                    attempt=task.attempt,
+                    agent_id=agent,
+                    reason=f"rejected by {agent}: {command.reason}",
+                )
+            ]
+    raise TypeError(f"task manager cannot decide {type(command).__name__}")
+
+
+def _failed(
+    task: Task, now: datetime, agent: str | None, error: str, error_type: str, retryable: bool
+) -> list[Event]:
+    failed = TaskFailed(
+        task_id=task.task_id,
+        agent_id=agent,
+        attempt=task.attempt,
+        error=error,
+        error_type=error_type,
+        retryable=retryable,
+    )
+    return [failed, *after_failure(task, now, error, retryable=retryable)]
+
+
+def after_failure(task: Task, now: datetime, error: str, *, retryable: bool = True) -> list[Event]:
+    """The retry policy: back off and try again while attempts are left, else dead."""
+    if retryable and task.attempt < task.max_attempts:
+        delay = task.backoff.delay_for(task.attempt)
+        return [
+            TaskRetryScheduled(
+                task_id=task.task_id,
+                attempt=task.attempt + 1,
+                delay_s=delay,
+                not_before=now + timedelta(seconds=delay),
+                reason=error,
+            )
+        ]
+    return [TaskDead(task_id=task.task_id, attempt=task.attempt, error=error)]
+
+
+def _cancel(task: Task, reason: str) -> list[Event]:
+    if not task.submitted or task.terminal:
+        return []
+    agent = task.agent_id if task.state in ACTIVE else None
+    return [TaskCancelled(task_id=task.task_id, reason=reason, agent_id=agent)]
+
+
+def _resolve(task: Task, cmd: ResolveDependency) -> list[Event]:
+    if not task.submitted or task.state != "pending" or cmd.dependency not in task.waiting_on:
+        return []
+    if cmd.outcome != "succeeded":
+        why = f": {cmd.reason}" if cmd.reason else ""
+        reason = f"dependency {cmd.dependency} ended {cmd.outcome}{why}"
+        return [TaskCancelled(task_id=task.task_id, reason=reason)]
+    events: list[Event] = [DependencyResolved(task_id=task.task_id, dependency=cmd.dependency)]
+    if task.waiting_on == {cmd.dependency}:
+        events.append(TaskReady(task_id=task.task_id))
+    return events
+
+
+def _timer(task: Task, timer: TaskTimerDue, now: datetime) -> list[Event]:
+    if timer.timer == "retry":
+        if task.state == "failed" and task.next_attempt == timer.attempt:
+            return [
+                TaskRequeued(
+                    task_id=task.task_id,
+                    attempt=timer.attempt,
+                    reason=f"retry after back-off; attempt {task.attempt} failed: "
+                    f"{task.last_error}",
+                )
+            ]
+        return []
+    if task.state not in ACTIVE or task.attempt != timer.attempt:
+        return []  # the attempt this timer watched is over
+    if task.state == "running" and task.deadline is not None:
+        if now < task.deadline - timedelta(seconds=TIMER_SLACK_S):
+            return []  # the assignment's timer; the start set a later one
+        error = f"timed out after {task.timeout_s:g}s"
+    else:
+        error = f"not started within {task.timeout_s:g}s"
+    return _failed(task, now, task.agent_id, error, "Timeout", retryable=True)
+
+
+# ---- submit: several streams at once ----
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    stream: str
+    expected_version: int | None
+    events: list[Event]
+
+
+@dataclass(slots=True)
+class SubmitDecision:
+    appends: list[Append] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    duplicate_of: UUID | None = None
+
+
+def decide_submit(
+    cmd: SubmitTask,
+    sender: str,
+    task: Task,
+    deps: dict[UUID, Task],
+    key_owner: Task | None,
+    now: datetime,
+) -> SubmitDecision:
+    """Record a new task; a repeated key or task id answers with the task that exists.
+
+    ``deps`` holds the current state of each dependency, ``key_owner`` the task
+    that already claimed the idempotency key (None if the key is free).
+    """
+    inbox = cmd.reply_to or sender
+    existing = key_owner if key_owner is not None else (task if task.submitted else None)
+    if existing is not None:
+        notice = TaskAccepted(task_id=cmd.task_id, duplicate_of=existing.task_id)
+        answers = [Effect(notice, to=inbox)]
+        if existing.terminal:  # the first submitter may be gone: tell this one the outcome
+            answers.append(Effect(outcome_of(existing), to=inbox))
+        return SubmitDecision(effects=answers, duplicate_of=existing.task_id)
+
+    decision = SubmitDecision()
+    resolved: list[UUID] = []
+    waiting: list[Task] = []
+    broken: str | None = None
+    for dep_id in dict.fromkeys(cmd.depends_on):
+        dep = deps[dep_id]
+        if dep_id == cmd.task_id:
+            broken = "a task cannot depend on itself"
+        elif dep.state == "succeeded":
+            resolved.append(dep_id)
+        elif dep.terminal:
+            broken = f"dependency {dep_id} ended {dep.state}: {dep.reason}"
+        else:
+            waiting.append(dep)  # unfinished, or not submitted yet (a forward reference)
+        if broken:
+            break
+
+    submitted = TaskSubmitted(
+        task_id=cmd.task_id,
+        capability=cmd.capability,
+        payload=cmd.payload,
+        priority=cmd.priority,
+        idempotency_key=cmd.idempotency_key,
+        timeout_s=cmd.timeout_s,
+        max_attempts=cmd.max_attempts,
+        backoff=cmd.backoff,
+        depends_on=cmd.depends_on,
+        resources=cmd.resources,
+        submitted_by=sender,
+        reply_to=cmd.reply_to,
+        ready=not waiting and broken is None,
+    )
+    events: list[Event] = [submitted]
+    events += [DependencyResolved(task_id=cmd.task_id, dependency=d) for d in resolved]
+    if broken is not None:
+        events.append(TaskCancelled(task_id=cmd.task_id, reason=broken))
+    else:
+        for dep in waiting:
+            added = DependentAdded(task_id=dep.task_id, dependent=cmd.task_id)
+            decision.appends.append(Append(stream_of(dep.task_id), dep.version, [added]))
+    decision.appends.insert(0, Append(stream_of(cmd.task_id), task.version, events))
+    if cmd.idempotency_key is not None:
+        claim = TaskKeyClaimed(idempotency_key=cmd.idempotency_key, task_id=cmd.task_id)
+        decision.appends.append(Append(key_stream(cmd.idempotency_key), 0, [claim]))
+    decision.effects.append(Effect(TaskAccepted(task_id=cmd.task_id), to=inbox))
+    after = task
+    for event in events:
+        after = evolve(after, event)
+    decision.effects += effects(task, events, after)
+    return decision
+
+
+# ---- side effects of recorded events ----
+
+
+def outcome_of(task: Task) -> TaskOutcome:
+    assert task.state in ("succeeded", "cancelled", "dead")
+    return TaskOutcome(
+        task_id=task.task_id,
+        state=task.state,  # type: ignore[arg-type]
+        attempt=task.attempt,
+        result=task.result if task.state == "succeeded" else None,
+        error=None if task.state == "succeeded" else task.reason,
+    )
+
+
+def effects(before: Task, events: list[Event], after: Task) -> list[Effect]:
+    """The messages the recorded events call for; committed in the same append (outbox)."""
+    out: list[Effect] = []
+    for event in events:
+        match event:
+            case TaskStarted():
+                timer = TaskTimerDue(task_id=event.task_id, attempt=event.attempt, timer="timeout")
+                out.append(Effect(timer, not_before=event.deadline))
+            case TaskRetryScheduled():
+                timer = TaskTimerDue(task_id=event.task_id, attempt=event.attempt, timer="retry")
+                out.append(Effect(timer, not_before=event.not_before))
+            case TaskCancelled() if event.agent_id is not None:
+                stop = StopTask(task_id=event.task_id, attempt=before.attempt, reason=event.reason)
+                out.append(Effect(stop, to=event.agent_id))
+            case TaskFailed() if event.error_type == "Timeout" and event.agent_id is not None:
+                stop = StopTask(task_id=event.task_id, attempt=event.attempt, reason=event.error)
+                out.append(Effect(stop, to=event.agent_id))
+    if after.terminal and not before.terminal:
+        if after.inbox is not None:
+            out.append(Effect(outcome_of(after), to=after.inbox))
+        outcome = after.state
+        for dependent in after.dependents:
+            resolve = ResolveDependency(
+                task_id=dependent,
+                dependency=after.task_id,
+                outcome=outcome,  # type: ignore[arg-type]
+                reason=after.reason,
+            )
+            out.append(Effect(resolve))
+    return out
+
+
+def decide_agent_gone(task: Task, agent_id: str, why: str) -> list[Event]:
+    """The agent holding the current attempt was lost (or left without draining).
+
+    The attempt counts: the task goes back to pending as attempt + 1 and is placed
+    again at once (no back-off: nothing suggests the task is at fault); with no
+    attempt left it fails and is dead.
+    """
+    if task.state not in ACTIVE or task.agent_id != agent_id:
+        return []
+    if task.attempt < task.max_attempts:
+        return [
+            TaskRequeued(
+                task_id=task.task_id, attempt=task.attempt + 1, reason=why, agent_id=agent_id
+            )
+        ]
+    failed = TaskFailed(
+        task_id=task.task_id,
+        agent_id=agent_id,
+        attempt=task.attempt,
+        error=why,
+        error_type="AgentLost",
+    )
+    return [failed, TaskDead(task_id=task.task_id, attempt=task.attempt, error=why)]

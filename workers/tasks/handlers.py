@@ -1,0 +1,161 @@
+"""Task manager handlers: load the task → decide → append events and outbox atomically.
+
+Any number of replicas may run: each append carries the stream's expected
+version and the causing message id as idempotency key, so a redelivered
+message appends nothing twice and a race is decided by the store (the loser
+reloads and decides again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from broker.errors import PublishFailed
+from broker.publisher import Publisher
+from broker.router import Incoming, Router
+from contracts import (
+    CancelTask,
+    RejectAssignment,
+    ReportTaskFailed,
+    ReportTaskProgress,
+    ReportTaskStarted,
+    ReportTaskSucceeded,
+    ResolveDependency,
+    SubmitTask,
+    TaskKeyClaimed,
+    TaskTimerDue,
+)
+from workers.runtime.clock import Clock
+from workers.runtime.conflicts import on_conflict_retry
+from workers.runtime.messages import load_event, metadata_for, new_event, outbox_messages
+from workers.runtime.settings import WorkerSettings
+from workers.store.base import EventStore, StreamAppend
+from workers.tasks.domain import Command, Limits, decide, decide_submit, effects, stale
+from workers.tasks.state import Task, evolve, fold, key_stream, stream_of
+
+log = structlog.get_logger(__name__)
+
+WORKER = "tasks"
+REPORTS = (ReportTaskStarted, ReportTaskProgress, ReportTaskSucceeded, ReportTaskFailed)
+
+
+class TaskManager:
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: Publisher,
+        clock: Clock,
+        settings: WorkerSettings,
+        *,
+        replica: str,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.clock = clock
+        self.settings = settings
+        self.replica = replica
+        self.limits = Limits(max_result_bytes=settings.max_result_bytes)
+
+    def router(self) -> Router:
+        router = Router()
+        router.add(SubmitTask, self.on_submit)
+        for cls in (*REPORTS, RejectAssignment, CancelTask, ResolveDependency, TaskTimerDue):
+            router.add(cls, self.on_command)
+        return router
+
+    async def load(self, task_id: UUID) -> Task:
+        records = await self.store.read(stream_of(task_id))
+        return fold(task_id, [load_event(r) for r in records])
+
+    # ---- one task ----
+    async def on_command(self, incoming: Incoming[Any]) -> None:
+        cmd: Command = incoming.payload
+        meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
+        structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
+
+        async def attempt() -> None:
+            task = await self.load(cmd.task_id)
+            if isinstance(cmd, (*REPORTS, RejectAssignment)):
+                why = stale(task, cmd)
+                if why is not None:
+                    log.warning("task.stale_report", report=type(cmd).__name__, why=why)
+                    return
+            events = decide(task, cmd, self.clock.now(), self.limits)
+            if not events:
+                return
+            after = task
+            for event in events:
+                after = evolve(after, event)
+            fx = effects(task, events, after)
+            result = await self.store.append(
+                stream_of(task.task_id),
+                task.version,
+                [new_event(e) for e in events],
+                metadata=meta,
+                idempotency_key=incoming.message_id,
+                outbox=outbox_messages(fx, sender=WORKER, caused_by=incoming.envelope),
+            )
+            if not result.duplicate:
+                log.info(
+                    "task.recorded", events=[type(e).__name__ for e in events], state=after.state
+                )
+
+        await on_conflict_retry(
+            attempt, attempts=self.settings.conflict_attempts, what=f"task {cmd.task_id}"
+        )
+
+    # ---- submit: the task, its dependencies' streams and its key, in one append ----
+    async def on_submit(self, incoming: Incoming[SubmitTask]) -> None:
+        cmd = incoming.payload
+        sender = incoming.envelope.sender
+        meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
+        structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
+
+        async def attempt() -> None:
+            task = await self.load(cmd.task_id)
+            key_owner = await self._key_owner(cmd.idempotency_key)
+            deps = {d: await self.load(d) for d in dict.fromkeys(cmd.depends_on)}
+            decision = decide_submit(cmd, sender, task, deps, key_owner, self.clock.now())
+            if decision.duplicate_of is not None:
+                # nothing to record: answer directly (a redelivery answers again)
+                log.info("task.duplicate_submit", duplicate_of=str(decision.duplicate_of))
+                for effect in decision.effects:
+                    await self._notify(incoming, effect.payload, effect.to)
+                return
+            appends = [
+                StreamAppend(a.stream, a.expected_version, [new_event(e) for e in a.events])
+                for a in decision.appends
+            ]
+            result = await self.store.append_many(
+                appends,
+                metadata=meta,
+                idempotency_key=incoming.message_id,
+                outbox=outbox_messages(
+                    decision.effects, sender=WORKER, caused_by=incoming.envelope
+                ),
+            )
+            if not result.duplicate:
+                log.info("task.submitted", capability=cmd.capability, deps=len(deps))
+
+        await on_conflict_retry(
+            attempt, attempts=self.settings.conflict_attempts, what=f"submit {cmd.task_id}"
+        )
+
+    async def _key_owner(self, key: str | None) -> Task | None:
+        if key is None:
+            return None
+        records = await self.store.read(key_stream(key))
+        for record in records:
+            claim = load_event(record)
+            if isinstance(claim, TaskKeyClaimed):
+                return await self.load(claim.task_id)
+        return None
+
+    async def _notify(self, incoming: Incoming[Any], payload: Any, to: str | None) -> None:
+        try:
+            await self.publisher.send(payload, caused_by=incoming.envelope, to=to)
+        except PublishFailed as exc:  # no inbox bound: the submitter is gone; nothing to tell
+            log.warning("task.notice_undeliverable", to=to, error=str(exc))

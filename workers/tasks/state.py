@@ -1,0 +1,138 @@
+"""The task aggregate (stream ``task-<uuid>``) and how each recorded fact changes it."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from contracts import (
+    Backoff,
+    DependencyResolved,
+    DependentAdded,
+    Event,
+    TaskAssigned,
+    TaskCancelled,
+    TaskDead,
+    TaskFailed,
+    TaskReady,
+    TaskRequeued,
+    TaskRetryScheduled,
+    TaskStarted,
+    TaskSubmitted,
+    TaskSucceeded,
+)
+
+ACTIVE = frozenset({"assigned", "running"})  # an agent holds the current attempt
+TERMINAL = frozenset({"succeeded", "cancelled", "dead"})
+
+
+def stream_of(task_id: UUID) -> str:
+    return f"task-{task_id}"
+
+
+def key_stream(idempotency_key: str) -> str:
+    return "taskkey-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    task_id: UUID
+    version: int = 0
+    # None until TaskSubmitted: a stream may first hold DependentAdded from a dependent
+    # submitted before it (a forward reference).
+    state: str | None = None
+    spec: TaskSubmitted | None = None
+    ready: bool = False
+    resolved: frozenset[UUID] = frozenset()
+    dependents: tuple[UUID, ...] = ()
+    attempt: int = 0  # of the latest assignment
+    next_attempt: int = 1  # the attempt the next assignment runs
+    agent_id: str | None = None
+    fencing_token: int | None = None
+    deadline: datetime | None = None
+    last_error: str | None = None
+    result: JsonValue = None
+    reason: str | None = None  # why it was cancelled, or the error it died of
+
+    @property
+    def submitted(self) -> bool:
+        return self.spec is not None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def waiting_on(self) -> frozenset[UUID]:
+        if self.spec is None:
+            return frozenset()
+        return frozenset(self.spec.depends_on) - self.resolved
+
+    @property
+    def max_attempts(self) -> int:
+        return self.spec.max_attempts if self.spec else 1
+
+    @property
+    def timeout_s(self) -> float:
+        return self.spec.timeout_s if self.spec else 300.0
+
+    @property
+    def backoff(self) -> Backoff:
+        return self.spec.backoff if self.spec else Backoff()
+
+    @property
+    def inbox(self) -> str | None:
+        """Where the outcome goes: the submitter's reply_to, else whoever submitted."""
+        if self.spec is None:
+            return None
+        return self.spec.reply_to or self.spec.submitted_by
+
+
+def evolve(task: Task, event: Event) -> Task:
+    t = replace(task, version=task.version + 1)
+    match event:
+        case TaskSubmitted():
+            return replace(t, state="pending", spec=event, ready=event.ready)
+        case DependentAdded():
+            return replace(t, dependents=(*t.dependents, event.dependent))
+        case DependencyResolved():
+            return replace(t, resolved=t.resolved | {event.dependency})
+        case TaskReady():
+            return replace(t, ready=True)
+        case TaskAssigned():
+            return replace(
+                t,
+                state="assigned",
+                attempt=event.attempt,
+                agent_id=event.agent_id,
+                fencing_token=event.fencing_token,
+                deadline=None,
+            )
+        case TaskStarted():
+            return replace(t, state="running", deadline=event.deadline)
+        case TaskSucceeded():
+            return replace(t, state="succeeded", result=event.result)
+        case TaskFailed():
+            return replace(t, state="failed", last_error=event.error)
+        case TaskRetryScheduled():
+            return replace(t, next_attempt=event.attempt)
+        case TaskRequeued():
+            return replace(
+                t, state="pending", next_attempt=event.attempt, agent_id=None, fencing_token=None
+            )
+        case TaskCancelled():
+            return replace(t, state="cancelled", reason=event.reason)
+        case TaskDead():
+            return replace(t, state="dead", reason=event.error)
+    return t
+
+
+def fold(task_id: UUID, events: list[Event]) -> Task:
+    task = Task(task_id)
+    for event in events:
+        task = evolve(task, event)
+    return task
