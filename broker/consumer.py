@@ -13,6 +13,7 @@ the broker redelivers what was unacked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -116,6 +117,13 @@ class Consumer:
         self._idle.clear()
         try:
             await self._process(message)
+        except Exception:
+            # could not even park or dead-letter it (broker trouble): give it back for later;
+            # the queue's delivery limit stops a loop
+            log.exception("message.requeued_after_runtime_error", queue=self.spec.name)
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         finally:
             self._inflight -= 1
             if self._inflight == 0:
@@ -270,7 +278,7 @@ class Consumer:
         await self.publisher.publish_raw(
             Outgoing(
                 exchange=self.conn.topology.dlx,
-                routing_key=self.spec.name,
+                routing_key=self.conn.topology.dead_letter_key(self.spec),
                 body=message.body,
                 message_id=message.message_id or "",
                 headers=out,

@@ -24,6 +24,10 @@ async def declare_topology(conn: BrokerConnection) -> None:
             await channel.declare_exchange(spec.name, _KINDS[spec.kind], durable=True)
         for queue in topology.delay_queues():
             await _declare(channel, topology, queue, limit)
+        shared = await channel.declare_queue(
+            topology.shared_dlq, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await shared.bind(topology.dlx, routing_key=topology.shared_dlq)
     finally:
         await channel.close()
     await check_exchange(conn, topology.dlx)

@@ -17,6 +17,7 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
       ns.inbox.<id>    inbox <id>                     one per agent, expires unused
       ns.delay.<tier>  retry <tier>.#                 message TTL = tier, then back to work
       <queue>.dlq      dlx <queue>                    the dead letters of each work queue
+      ns.clients.dlq   dlx ns.clients.dlq             dead letters of clients' private inboxes
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ class Topology:
     @property
     def dlx(self) -> str:
         return f"{self.namespace}.dlx"
+
+    @property
+    def shared_dlq(self) -> str:
+        """Dead letters of queues without their own DLQ (clients' private inboxes)."""
+        return f"{self.namespace}.clients.dlq"
+
+    def dead_letter_key(self, spec: QueueSpec) -> str:
+        return spec.name if spec.dead_letter else self.shared_dlq
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [

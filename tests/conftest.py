@@ -58,7 +58,7 @@ def amqp_url() -> Iterator[str]:
 
 
 def known_queues(topology: Topology) -> list[str]:
-    names = [q.name for q in topology.delay_queues()]
+    names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
     for worker in ("registry", "tasks", "allocator", "test"):
         name = topology.worker_queue(worker)
         names += [name, f"{name}.dlq"]

@@ -30,7 +30,7 @@ from broker.sdk.clock import Clock, SystemClock
 from broker.sdk.delivery import ReliableSender
 from broker.sdk.execution import Execution
 from broker.sdk.lease import LeaseBook
-from broker.sdk.logging import ensure_logging
+from broker.sdk.logsetup import ensure_logging
 from broker.sdk.task import Handler
 from broker.settings import BrokerSettings
 from contracts import (

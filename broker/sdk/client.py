@@ -28,7 +28,7 @@ from broker.declare import declare_topology
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
 from broker.sdk.errors import NoEventStore, TaskCancelledError, TaskFailedError
-from broker.sdk.logging import ensure_logging
+from broker.sdk.logsetup import ensure_logging
 from broker.sdk.outcomes import OutcomeBook
 from broker.sdk.taskview import EventReader, TaskEvent, TaskStatus, fold, read_history
 from broker.settings import BrokerSettings

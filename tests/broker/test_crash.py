@@ -50,7 +50,9 @@ async def test_sigkill_mid_handling_redelivers_to_another_replica(
         got.append(msg)
 
     spec = broker.topology.work_queue("registry")
-    consumer = await Consumer(broker, spec, router, publisher, worker="registry", replica="1").start()
+    consumer = await Consumer(
+        broker, spec, router, publisher, worker="registry", replica="1"
+    ).start()
     try:
         await eventually(lambda: len(got) == 1, timeout=15)
         assert got[0].payload.agent_id == "survivor"

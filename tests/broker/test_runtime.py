@@ -31,15 +31,18 @@ def registry_spec(conn: BrokerConnection) -> QueueSpec:
 
 
 @pytest.fixture
-async def start_consumer(
-    broker: BrokerConnection, publisher: Publisher
-) -> AsyncIterator[Start]:
+async def start_consumer(broker: BrokerConnection, publisher: Publisher) -> AsyncIterator[Start]:
     started: list[Consumer] = []
 
     async def start(router: Router, **kwargs: Any) -> Consumer:
         consumer = Consumer(
-            broker, registry_spec(broker), router, publisher, worker="registry",
-            replica=str(len(started)), **kwargs,
+            broker,
+            registry_spec(broker),
+            router,
+            publisher,
+            worker="registry",
+            replica=str(len(started)),
+            **kwargs,
         )
         started.append(await consumer.start())
         return consumer
@@ -74,9 +77,12 @@ async def test_typed_round_trip(publisher: Publisher, start_consumer: Start) -> 
     ("body", "reason"),
     [
         (b"{this is not json", "malformed"),
-        (b'{"type": "RegisterAgent", "version": 1, "correlation_id": "'
-         b'6b0bd0c4-9a6c-4b2f-8d8e-7d7a1f9e2a11", "sender": "x", '
-         b'"payload": {"agent_id": "a", "capabilities": ["c"], "capacity": 0}}', "invalid"),
+        (
+            b'{"type": "RegisterAgent", "version": 1, "correlation_id": "'
+            b'6b0bd0c4-9a6c-4b2f-8d8e-7d7a1f9e2a11", "sender": "x", '
+            b'"payload": {"agent_id": "a", "capabilities": ["c"], "capacity": 0}}',
+            "invalid",
+        ),
         (b'{"type": "TeleportAgent", "version": 1}', "unknown_type"),
     ],
 )
@@ -210,9 +216,27 @@ async def test_graceful_shutdown_finishes_what_it_holds_and_loses_nothing(
     assert sorted(finished + remaining) == sorted(sent)  # nothing lost, nothing doubled
 
 
-async def test_publish_pipelines_many_confirms(broker: BrokerConnection, publisher: Publisher) -> None:
+async def test_publish_pipelines_many_confirms(
+    broker: BrokerConnection, publisher: Publisher
+) -> None:
     queue = registry_spec(broker)
     channel = await broker.channel(confirms=False)
     await declare_queue(broker, channel, queue)
     await asyncio.gather(*(publisher.send(register(f"p{i}")) for i in range(200)))
     assert await depth(broker, queue.name) == 200
+
+
+async def test_bad_message_in_a_queue_without_its_own_dlq_goes_to_the_shared_one(
+    broker: BrokerConnection, publisher: Publisher
+) -> None:
+    spec = broker.topology.client_queue("c1")
+    router = Router()
+    consumer = Consumer(broker, spec, router, publisher, worker="client", replica="0")
+    await consumer.start()
+    try:
+        await publish_bytes(broker, broker.topology.inbox, "c1", b"not json", message_id="x")
+        dead = await take(broker, broker.topology.shared_dlq, 1)
+        assert (dead[0].headers or {})[h.DL_REASON] == "malformed"
+        await eventually(lambda: consumer.handled == 1)
+    finally:
+        await consumer.stop(timeout=5)

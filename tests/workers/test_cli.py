@@ -117,7 +117,7 @@ async def _wait_for_consumers(settings: BrokerSettings, n: int) -> None:
                     queue = await channel.declare_queue(
                         conn.topology.worker_queue("tasks"), passive=True
                     )
-                    if queue.declaration_result.consumer_count >= n:
+                    if (queue.declaration_result.consumer_count or 0) >= n:
                         return
                 except Exception:  # not declared yet (the passive declare closed the channel)
                     pass

@@ -298,7 +298,7 @@ async def _dead_letters(conn: BrokerConnection, scenario: Scenario) -> int:
 
 async def _remove_namespace(conn: BrokerConnection, scenario: Scenario) -> None:
     topology = conn.topology
-    names = [q.name for q in topology.delay_queues()]
+    names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
     for worker in ("registry", "tasks", "allocator"):
         names.append(topology.worker_queue(worker))
     names += [topology.inbox_queue(a.agent_id).name for a in scenario.agents]

@@ -32,11 +32,12 @@ import structlog
 
 from workers.store import postgres_outbox
 from workers.store.base import AppendOutcome, AppendRequest, OutboxRow, RecordedEvent
-from workers.store.codec import dumps, loads, result_from_dict, utc
+from workers.store.codec import dumps, loads, result_from_dict
 from workers.store.common import StoreBase
 from workers.store.errors import StoreError
 from workers.store.planner import keys_of, plan_batch, streams_of
 from workers.store.postgres_conn import append_transaction, keep_session, translate
+from workers.store.postgres_rows import WRITE_SQL, events_json, outbox_json, processed_json
 from workers.store.postgres_schema import (
     EVENT_COLUMNS,
     Conn,
@@ -57,27 +58,6 @@ SELECT (SELECT coalesce(max(position), 0) FROM events) AS last,
        (SELECT coalesce(json_object_agg(key, result), '{}'::json)
           FROM processed_messages WHERE key = ANY($2::text[]))::text AS processed,
        setval('outbox_id_seq', nextval('outbox_id_seq') + $3::bigint - 1) AS outbox_last
-"""
-
-_WRITE_SQL = """
-WITH ev AS (
-    INSERT INTO events (position, stream, version, id, type, schema_version, data, metadata,
-                        recorded_at)
-    SELECT p, s, v, i, t, sv, d::jsonb, m::jsonb, $9
-      FROM unnest($1::bigint[], $2::text[], $3::int[], $4::uuid[], $5::text[], $6::int[],
-                  $7::text[], $8::text[]) AS u(p, s, v, i, t, sv, d, m)
-), ob AS (
-    INSERT INTO outbox (id, stream, event_position, exchange, routing_key, body, message_id,
-                        headers, available_at, claimed_by)
-    SELECT i, s, ep, x, rk, b, mid, h::jsonb, av, cb
-      FROM unnest($10::bigint[], $11::text[], $12::bigint[], $13::text[], $14::text[],
-                  $15::bytea[], $16::text[], $17::text[], $18::timestamptz[], $19::text[])
-           AS u(i, s, ep, x, rk, b, mid, h, av, cb)
-), pm AS (
-    INSERT INTO processed_messages (key, result, recorded_at)
-    SELECT k, r::jsonb, $9 FROM unnest($20::text[], $21::text[]) AS u(k, r)
-)
-SELECT 1
 """
 
 
@@ -155,49 +135,10 @@ class PostgresEventStore(StoreBase):
             )
             now = state[1]
             first_id = int(state[4]) - reserve + 1
-            ids: list[int] = []
-            available: list[Any] = []
-            owners: list[str | None] = []
-            claimed: list[int] = []
-            for offset, spec in enumerate(plan.outbox):
-                row_id = first_id + offset
-                ids.append(row_id)
-                due = spec.message.not_before if spec.message else None
-                if due is not None and utc(due) > now:  # a timer: the sweeper sends it
-                    available.append(utc(due))
-                    owners.append(None)
-                elif hook is not None:  # born claimed by the local relay's fast path
-                    available.append(now + timedelta(seconds=hook.claim_seconds))
-                    owners.append(hook.owner)
-                    claimed.append(row_id)
-                else:
-                    available.append(now)
-                    owners.append(None)
+            outbox, claimed = outbox_json(plan, first_id, now, hook)
             if plan.events or plan.outbox or plan.processed:
-                ev, ob, msgs = plan.events, plan.outbox, [s.message for s in plan.outbox]
                 await conn.execute(
-                    _WRITE_SQL,
-                    [e.position for e in ev],
-                    [e.stream for e in ev],
-                    [e.version for e in ev],
-                    [e.id for e in ev],
-                    [e.type for e in ev],
-                    [e.schema_version for e in ev],
-                    [e.data for e in ev],
-                    [e.metadata for e in ev],
-                    now,
-                    ids,
-                    [s.stream for s in ob],
-                    [s.event_position for s in ob],
-                    [m.exchange if m else None for m in msgs],
-                    [m.routing_key if m else None for m in msgs],
-                    [bytes(m.body) if m else None for m in msgs],
-                    [m.message_id if m else None for m in msgs],
-                    [dumps(dict(m.headers), "outbox headers") if m else None for m in msgs],
-                    available,
-                    owners,
-                    [k for k, _ in plan.processed],
-                    [r for _, r in plan.processed],
+                    WRITE_SQL, events_json(plan.events), outbox, processed_json(plan), now
                 )
         self._notify_relay(hook, claimed)
         return plan.outcomes

@@ -81,7 +81,12 @@ class TaskManager:
             if isinstance(cmd, (*REPORTS, RejectAssignment)):
                 why = stale(task, cmd)
                 if why is not None:
-                    log.warning("task.stale_report", report=type(cmd).__name__, why=why)
+                    # the current attempt's own report arriving after a later one (replicas
+                    # race) is routine; anything else is a stale holder and worth a warning
+                    late = task.attempt == cmd.attempt and task.fencing_token == cmd.fencing_token
+                    (log.info if late else log.warning)(
+                        "task.stale_report", report=type(cmd).__name__, why=why
+                    )
                     return
             events = decide(task, cmd, self.clock.now(), self.limits)
             if not events:
