@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from rich.console import Console
 
-from workers.dlq.archive import AmbiguousId, DeadLetterArchive, NotFound
+from workers.cli import dlq_cmd
+from workers.cli.main import build_parser
+from workers.dlq.archive import AmbiguousId, DeadLetterArchive, NotFound, open_archive
 from workers.dlq.model import Query, ReplayRecord
 
 from .factories import T0, make_letter
@@ -141,3 +146,31 @@ async def test_listing_ten_thousand_is_fast(archive: DeadLetterArchive) -> None:
     assert len(rows) == 10_000
     assert rows[0].last_death_at > rows[-1].last_death_at
     assert elapsed < 1.0, f"listing 10,000 took {elapsed:.2f}s"
+
+
+async def test_rally_dlq_list_of_ten_thousand_is_fast(store_url: str) -> None:
+    """The whole command — open the archive, query, format — minus the drain (it has
+    nothing to do with the size of the archive). A coarse guard with a generous bound,
+    as above; on this machine it takes about a quarter of the bound."""
+    archive = open_archive(store_url)
+    await archive.start()
+    try:
+        for start in range(0, 10_000, 1_000):
+            await archive.add([make_letter(n) for n in range(start, start + 1_000)])
+    finally:
+        await archive.close()
+    for flags in ((), ("--json",)):
+        args = build_parser().parse_args(
+            ["dlq", "list", "--no-drain", "--store", store_url, *flags]
+        )
+        out = io.StringIO()
+        began = time.perf_counter()
+        assert await dlq_cmd.run_async(args, Console(file=out, width=160)) == 0
+        elapsed = time.perf_counter() - began
+        print(f"rally dlq list {' '.join(flags)}: {elapsed:.3f}s for 10,000")
+        assert elapsed < 1.0, f"rally dlq list {' '.join(flags)} took {elapsed:.2f}s"
+        text = out.getvalue()
+        if flags:
+            assert len(json.loads(text)) == 10_000
+        else:
+            assert text.rstrip().endswith("10000 dead letters: handler_error 6666, invalid 3334")

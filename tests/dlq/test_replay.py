@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 import contracts as c
 from broker.connection import BrokerConnection
+from broker.logs import configure_logging
 from broker.publisher import Publisher
 from broker.topology import QueueSpec
 from contracts import DeadLetterReplayed, DeadLetterReplayRefused
@@ -31,7 +34,16 @@ async def _history(store: EventStore) -> list[str]:
     return [e.type for e in await store.read_all(0, 10_000, stream_prefix=STREAM_PREFIX)]
 
 
+@pytest.fixture
+def quiet_logs() -> Iterator[None]:
+    """200 handler failures, each logged with a rich traceback, cost seconds: log plain JSON."""
+    configure_logging("WARNING", json=True)
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("quiet_logs")
 async def test_a_fixed_bug_replays_every_letter_exactly_once(
     publisher: Publisher,
     start_worker: StartWorker,

@@ -14,6 +14,7 @@ from workers.store import (
     AppendResult,
     ConcurrencyError,
     DuplicateEventId,
+    EventStore,
     NewEvent,
 )
 from workers.store.group_commit import GroupCommitter
@@ -35,7 +36,7 @@ async def test_concurrent_appends_commit_together_and_only_conflicts_fail(
         return await real(requests)
 
     monkeypatch.setattr(store, "append_batch", counting)
-    committer = GroupCommitter(store)
+    committer: EventStore = GroupCommitter(store)  # a drop-in EventStore
 
     contested = [
         committer.append(f"task-{s}", 0, [ev(s=s, c=c)]) for s in range(10) for c in range(5)

@@ -13,6 +13,7 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.settings import BrokerSettings
 from contracts import Event
+from tests.store.conftest import pg_server_url, pg_url  # noqa: F401 - fixtures reused
 from tests.workers.agent import Inbox, ScriptedAgent
 from workers.runtime.messages import load_event
 from workers.runtime.services import Running, run_services

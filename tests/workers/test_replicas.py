@@ -33,6 +33,14 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 TERMINAL = {"TaskSucceeded", "TaskCancelled", "TaskDead"}
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """Both stores: replicas in separate connections meet only in the store."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/rally.db"
+    return str(request.getfixturevalue("pg_url"))
+
+
 async def test_three_replicas_of_everything_with_a_killed_agent(
     broker: BrokerConnection, worker_settings: WorkerSettings, agents: Any, client: Inbox
 ) -> None:

@@ -77,3 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:
         code = 0
     raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

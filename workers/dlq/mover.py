@@ -175,14 +175,15 @@ class DeadLetterMover:
                         break
                     batch.append((dlq, delivery))
                     taken += 1
-                if batch and not await self._store(batch):
-                    raise ArchiveError(f"the archive refused letters from {dlq}; they stay queued")
+                if batch:
+                    await self._store(batch, reraise=True)
         finally:
             if not channel.is_closed:
                 await channel.close()
 
     # ---- both ----
-    async def _store(self, batch: Sequence[Item]) -> bool:
+    async def _store(self, batch: Sequence[Item], *, reraise: bool = False) -> bool:
+        """Archive, then ack; on an archive error nothing is acked (False, or raised)."""
         now = self.clock.now()
         limit = self.conn.settings.delivery_limit
         letters = [parse(to_raw(dlq, d), now=now, delivery_limit=limit) for dlq, d in batch]
@@ -192,6 +193,8 @@ class DeadLetterMover:
         except ArchiveError as exc:
             log.error("dlq.archive_failed", letters=len(letters), error=str(exc))
             await settle(deliveries, stored=False)
+            if reraise:
+                raise
             return False
         self.moved += added
         for letter in letters:

@@ -23,27 +23,30 @@ def _when(s: DeadLetterSummary | DeadLetter) -> str:
 
 
 def list_table(rows: Sequence[DeadLetterSummary], console: Console) -> None:
-    """One line each, newest first, then the counts by reason."""
+    """One line each, newest first, then the counts by reason.
+
+    Plain aligned text, not a rich Table: rich lays out 10,000 rows in seconds,
+    this in milliseconds, and the lines stay grep- and awk-friendly.
+    """
     if not rows:
         console.print("no dead letters match")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in ("ID", "DIED (UTC)", "QUEUE", "REASON", "TYPE", "TRIES", "ERROR"):
-        table.add_column(name, no_wrap=name != "ERROR", overflow="ellipsis")
-    for s in rows:
-        table.add_row(
-            s.id,
-            _when(s),
-            s.queue,
-            s.reason,
-            s.message_type or "-",
-            str(s.attempts),
-            (s.error or "").splitlines()[0][:120] if s.error else "",
-        )
-    console.print(table)
+    header = ("ID", "DIED (UTC)", "QUEUE", "REASON", "TYPE", "TRIES")
+    cells = [
+        (s.id, _when(s), s.queue, s.reason, s.message_type or "-", str(s.attempts)) for s in rows
+    ]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    room = max(20, console.width - sum(widths) - 2 * len(widths))
+    out = console.file
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + "  ERROR\n")
+    for s, row in zip(rows, cells, strict=True):
+        error = (s.error or "").split("\n", 1)[0]
+        error = error if len(error) <= room else error[: room - 1] + "…"
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + f"  {error}\n")
     counts = Counter(s.reason for s in rows)
     tally = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
-    console.print(f"\n{len(rows)} dead letter{'s' if len(rows) != 1 else ''}: {tally}")
+    out.write(f"\n{len(rows)} dead letter{'s' if len(rows) != 1 else ''}: {tally}\n")
+    out.flush()
 
 
 def show(letter: DeadLetter, console: Console) -> None:

@@ -12,8 +12,9 @@ append transaction. That one lock buys three things:
 - positions have no gaps.
 
 The cost is one writer at a time; batching (``append_many``, the group
-committer) keeps throughput high, and each append is five round trips:
-BEGIN, lock, one read of the current state, one multi-row write, COMMIT.
+committer) keeps throughput high, and each append is four round trips:
+BEGIN with the lock, one read of the current state, one write of every row
+(postgres_rows.py), COMMIT.
 
 ``?schema=NAME`` in the URL keeps the store in its own schema (created if
 missing); anything else in the query goes to asyncpg as usual.
