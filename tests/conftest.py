@@ -91,7 +91,7 @@ async def broker(broker_settings: BrokerSettings) -> AsyncIterator[BrokerConnect
     try:
         yield conn
     finally:
-        names = known_queues(conn.topology) + [*conn._queues, *extra]
+        names = [*known_queues(conn.topology), *conn._queues, *extra]
         await delete_namespace(conn, sorted(set(names)))
         await conn.close()
 

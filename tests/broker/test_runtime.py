@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -136,7 +137,7 @@ async def test_retry_backs_off_then_dead_letters_after_last_attempt(
     await publisher.send(register())
     dead = await take(broker, registry_spec(broker).dlq, 1, timeout=15)
     assert [attempt for attempt, _ in seen] == [1, 2, 3]  # max_attempts=3 in the test settings
-    gaps = [b - a for (_, a), (_, b) in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for (_, a), (_, b) in itertools.pairwise(seen)]
     assert all(gap >= 0.19 for gap in gaps), gaps  # each retry waited its back-off
     headers = dead[0].headers or {}
     assert headers[h.DL_REASON] == "retries_exhausted"

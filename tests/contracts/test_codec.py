@@ -13,7 +13,9 @@ from contracts.schema import all_schemas, protocol_schema
 
 
 def envelope_json(**payload: Any) -> dict[str, Any]:
-    env = c.Envelope.wrap(c.RegisterAgent(agent_id="a1", capabilities=("x",), capacity=1), sender="t")
+    env = c.Envelope.wrap(
+        c.RegisterAgent(agent_id="a1", capabilities=("x",), capacity=1), sender="t"
+    )
     data: dict[str, Any] = json.loads(c.encode(env))
     data["payload"].update(payload)
     return data
@@ -60,7 +62,7 @@ def test_invalid_field_is_named() -> None:
 
 def test_unknown_field_is_refused() -> None:
     raw = json.dumps(envelope_json(colour="blue")).encode()
-    with pytest.raises(c.InvalidMessage, match="payload.colour"):
+    with pytest.raises(c.InvalidMessage, match=r"payload\.colour"):
         c.decode(raw)
 
 
@@ -80,8 +82,13 @@ def test_newer_version_is_refused_and_older_is_upcast() -> None:
     def _v1(payload: dict[str, Any]) -> dict[str, Any]:
         return {**payload, "source": "unknown"}
 
-    old = {"type": "Ping", "version": 1, "correlation_id": data["correlation_id"],
-           "sender": "s", "payload": {"seq": 3}}
+    old = {
+        "type": "Ping",
+        "version": 1,
+        "correlation_id": data["correlation_id"],
+        "sender": "s",
+        "payload": {"seq": 3},
+    }
     msg = c.decode(json.dumps(old).encode())
     assert msg.payload == Ping(seq=3, source="unknown")
     assert msg.version == 2

@@ -32,7 +32,8 @@ async def test_two_thousand_tasks_three_replicas_and_a_killed_agent(
     assert report.violations == []  # one terminal state each, no capacity exceeded, re-placed
     assert result.mismatches == []  # every task in the state the scenario expects
     assert summary["tasks_submitted"] == 2000
-    assert summary["dead"] == 1 and summary["cancelled"] == 1
+    assert summary["dead"] == 1
+    assert summary["cancelled"] == 1
     assert report.terminal["TaskSucceeded"] == 1998  # no task succeeded twice
     assert report.max_resource_use.get(GPU, 0) <= GPU_CAPACITY
     assert report.max_resource_use.get(GPU, 0) >= 1

@@ -8,6 +8,7 @@ checks (one terminal state each, capacities, re-placement after the crash).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -37,7 +38,8 @@ BAD_MESSAGES: tuple[tuple[str, bytes], ...] = (
     (
         "tasks.SubmitTask",
         b'{"type": "SubmitTask", "version": 1, "correlation_id": '
-        b'"00000000-0000-0000-0000-000000000001", "sender": "demo", "payload": {"priority": "high"}}',
+        b'"00000000-0000-0000-0000-000000000001", "sender": "demo", '
+        b'"payload": {"priority": "high"}}',
     ),
     ("tasks.TeleportTask", b'{"type": "TeleportTask", "version": 1}'),
 )
@@ -303,7 +305,6 @@ async def _remove_namespace(conn: BrokerConnection, scenario: Scenario) -> None:
         names.append(topology.worker_queue(worker))
     names += [topology.inbox_queue(a.agent_id).name for a in scenario.agents]
     names += [f"{n}.dlq" for n in names if ".delay." not in n]
-    try:
+    # best effort: a queue still in use comes back on the next declare
+    with contextlib.suppress(Exception):
         await delete_namespace(conn, names)
-    except Exception:  # best effort: a queue still in use comes back on the next declare
-        pass

@@ -124,9 +124,3 @@ class Query:
     statuses: tuple[Status, ...] = ("dead",)
     limit: int | None = None
     oldest_first: bool = False
-
-    def queue_names(self) -> tuple[str, ...]:
-        if self.queue is None:
-            return ()
-        base = self.queue.removesuffix(".dlq")
-        return (base, f"{base}.dlq")
