@@ -15,7 +15,7 @@ from broker.topology import Topology
 from workers.dlq.explain import explain
 from workers.dlq.model import DeadLetter
 from workers.dlq.parse import REPLAY_OF, RawDeadLetter, jsonable, parse
-from workers.dlq.replay import plan, replay_headers
+from workers.dlq.replay_plan import plan, replay_headers
 from workers.dlq.views import parse_since
 
 from .factories import T0, make_letter

@@ -61,7 +61,11 @@ class Fleet:
         ]
 
     def close(self, timeout: float = 15.0) -> None:
-        procs = [*self.agent_groups.values(), *self.workers]
+        # agents first, so their goodbyes reach workers that are still running
+        self._stop(list(self.agent_groups.values()), timeout)
+        self._stop(self.workers, timeout)
+
+    def _stop(self, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
         for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
