@@ -219,6 +219,10 @@ class Consumer:
             exc_info=not isinstance(exc, Retry),
         )
         retry_headers = {**headers, h.ATTEMPT: attempt + 1, LAST_ERROR: error[:1000]}
+        # after a trip through a delay queue the delivery's own exchange is the requeue one;
+        # keep where the sender really published it, for dead letters and replays
+        retry_headers.setdefault(h.DL_EXCHANGE, message.exchange or "")
+        retry_headers.setdefault(h.DL_ROUTING_KEY, message.routing_key or "")
         await self._park(message, retry_headers, attempt + 1, delay)
 
     def _backoff(self, attempt: int) -> float:

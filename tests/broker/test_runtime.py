@@ -143,6 +143,8 @@ async def test_retry_backs_off_then_dead_letters_after_last_attempt(
     assert headers[h.DL_REASON] == "retries_exhausted"
     assert headers[h.DL_ERROR] == "downstream busy"
     assert headers[h.DL_ATTEMPTS] == 3
+    assert headers[h.DL_EXCHANGE] == broker.topology.commands  # not the delay route it came back by
+    assert headers[h.DL_ROUTING_KEY] == "registry.RegisterAgent"
 
 
 async def test_handler_exception_is_retried_and_dead_lettered_with_its_type(
