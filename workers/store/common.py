@@ -32,14 +32,8 @@ class RelayHook:
     on_commit: CommitListener
 
 
-class StoreBase(ABC):
-    """Single appends are batches of one; adapters implement ``append_batch``."""
-
-    def __init__(self) -> None:
-        self._relay: RelayHook | None = None
-
-    @abstractmethod
-    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]: ...
+class SingleStreamAppend(ABC):
+    """``append`` is ``append_many`` with one stream; every store front shares it."""
 
     async def append(
         self,
@@ -57,6 +51,26 @@ class StoreBase(ABC):
             idempotency_key=idempotency_key,
             outbox=outbox,
         )
+
+    @abstractmethod
+    async def append_many(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        metadata: Metadata = NO_METADATA,
+        idempotency_key: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> AppendResult: ...
+
+
+class StoreBase(SingleStreamAppend):
+    """Single appends are batches of one; adapters implement ``append_batch``."""
+
+    def __init__(self) -> None:
+        self._relay: RelayHook | None = None
+
+    @abstractmethod
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]: ...
 
     async def append_many(
         self,

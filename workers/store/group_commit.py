@@ -32,11 +32,11 @@ from workers.store.base import (
     AppendResult,
     BatchEventStore,
     Metadata,
-    NewEvent,
     OutboxMessage,
     RecordedEvent,
     StreamAppend,
 )
+from workers.store.common import SingleStreamAppend
 from workers.store.errors import StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -44,7 +44,7 @@ log = structlog.get_logger(__name__)
 Pending = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
 
 
-class GroupCommitter:
+class GroupCommitter(SingleStreamAppend):
     """An ``EventStore`` that coalesces concurrent appends into shared transactions."""
 
     def __init__(self, store: BatchEventStore, *, max_batch: int = 500) -> None:
@@ -75,23 +75,6 @@ class GroupCommitter:
                 await task
 
     # -- appends -------------------------------------------------------------------
-
-    async def append(
-        self,
-        stream: str,
-        expected_version: int | None,
-        events: Sequence[NewEvent],
-        *,
-        metadata: Metadata = NO_METADATA,
-        idempotency_key: str | None = None,
-        outbox: Sequence[OutboxMessage] = (),
-    ) -> AppendResult:
-        return await self.append_many(
-            [StreamAppend(stream, expected_version, events)],
-            metadata=metadata,
-            idempotency_key=idempotency_key,
-            outbox=outbox,
-        )
 
     async def append_many(
         self,
