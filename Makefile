@@ -15,7 +15,7 @@ install: $(STAMP) ## create .venv and install rallypoint with its dev extras
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench,otel]'
 	@touch $(STAMP)
 
 services: ## start RabbitMQ and PostgreSQL where installed but not running
