@@ -31,9 +31,14 @@ async def on_conflict_retry(
     (``Retry``) rather than spinning here: whoever wins the race keeps winning
     only while the stream is hot, and the delay queue cools it down.
     """
+    try:  # the common case, without building a retry loop per message
+        return await attempt()
+    except ConcurrencyError as exc:
+        if attempts <= 1:
+            raise Retry(f"{what}: version conflict ({exc})") from None
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(ConcurrencyError),
-        stop=stop_after_attempt(attempts),
+        stop=stop_after_attempt(attempts - 1),  # one was spent above
         wait=wait_random_exponential(multiplier=0.005, max=0.1),
     )
     try:

@@ -27,6 +27,7 @@ from workers.runtime.context import Service, ServiceContext
 from workers.runtime.outbox import OutboxPublisher, encode_event
 from workers.runtime.settings import WORKERS, WorkerSettings
 from workers.store import open_store
+from workers.store.group_commit import GroupCommitter
 from workers.store.relay import Relay
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,9 @@ async def run_services(
     role = "+".join(names)
     conn = await BrokerConnection(settings.broker, role=role, replica=replica).connect()
     store = open_store(settings.store_url)
+    # handlers append through the group committer: the appends of all messages in flight
+    # share one transaction (and one write lock) instead of queueing for one each
+    committer = GroupCommitter(store)
     relay: Relay | None = None
     started: list[Service] = []
     try:
@@ -89,7 +93,7 @@ async def run_services(
         ctx = ServiceContext(
             conn=conn,
             publisher=publisher,
-            store=store,
+            store=committer,
             settings=settings,
             replica=replica,
             clock=clock or SystemClock(),
@@ -109,6 +113,8 @@ async def run_services(
                 await service.stop()
             except Exception:  # keep stopping the rest; unacked work is redelivered
                 log.exception("worker.stop_failed", worker=service.name)
+        with contextlib.suppress(Exception):
+            await committer.stop()
         if relay is not None:
             with contextlib.suppress(Exception):
                 await relay.flush()

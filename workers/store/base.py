@@ -230,3 +230,7 @@ class OutboxStore(Protocol):
         ...
 
     async def release_lease(self, name: str, owner: str) -> None: ...
+
+
+class Store(BatchEventStore, OutboxStore, Protocol):
+    """Everything an adapter offers: what the group committer wraps."""

@@ -30,10 +30,10 @@ from workers.store.base import (
     AppendOutcome,
     AppendRequest,
     AppendResult,
-    BatchEventStore,
     Metadata,
     OutboxMessage,
     RecordedEvent,
+    Store,
     StreamAppend,
 )
 from workers.store.common import SingleStreamAppend
@@ -47,7 +47,7 @@ Pending = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
 class GroupCommitter(SingleStreamAppend):
     """An ``EventStore`` that coalesces concurrent appends into shared transactions."""
 
-    def __init__(self, store: BatchEventStore, *, max_batch: int = 500) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 500) -> None:
         self.store = store
         self.max_batch = max_batch
         self._queue: list[Pending] = []
@@ -150,6 +150,13 @@ class GroupCommitter(SingleStreamAppend):
 
     async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None:
         return await self.store.load_snapshot(stream)
+
+    # leases fence single-active workers (the allocator); they must not be batched away
+    async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        return await self.store.acquire_lease(name, owner, ttl_seconds)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self.store.release_lease(name, owner)
 
 
 def _settle(future: asyncio.Future[AppendResult], outcome: AppendOutcome) -> None:

@@ -33,6 +33,8 @@ from workers.runtime.conflicts import on_conflict_retry
 from workers.runtime.messages import load_event, metadata_for, new_event, outbox_messages
 from workers.runtime.settings import WorkerSettings
 from workers.store.base import EventStore, StreamAppend
+from workers.store.errors import ConcurrencyError
+from workers.tasks.cache import TaskCache
 from workers.tasks.domain import Command, Limits, decide, decide_submit, effects, stale
 from workers.tasks.state import Task, evolve, fold, key_stream, stream_of
 
@@ -58,6 +60,7 @@ class TaskManager:
         self.settings = settings
         self.replica = replica
         self.limits = Limits(max_result_bytes=settings.max_result_bytes)
+        self.cache = TaskCache()
 
     def router(self) -> Router:
         router = Router()
@@ -77,40 +80,64 @@ class TaskManager:
         structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
 
         async def attempt() -> None:
-            task = await self.load(cmd.task_id)
-            if isinstance(cmd, (*REPORTS, RejectAssignment)):
-                why = stale(task, cmd)
-                if why is not None:
-                    # the current attempt's own report arriving after a later one (replicas
-                    # race) is routine; anything else is a stale holder and worth a warning
-                    late = task.attempt == cmd.attempt and task.fencing_token == cmd.fencing_token
-                    (log.info if late else log.warning)(
-                        "task.stale_report", report=type(cmd).__name__, why=why
-                    )
-                    return
-            events = decide(task, cmd, self.clock.now(), self.limits)
-            if not events:
+            remembered = self.cache.get(cmd.task_id)
+            decision = None if remembered is None else self._decide(remembered, cmd)
+            if remembered is not None and isinstance(decision, tuple):
+                task = remembered
+            else:
+                # no memory of it, or memory says "nothing to do": only the store may say that
+                task = await self.load(cmd.task_id)
+                decision = self._decide(task, cmd)
+            if not isinstance(decision, tuple):
+                if decision is not None:
+                    self._log_stale(task, cmd, decision)
                 return
-            after = task
-            for event in events:
-                after = evolve(after, event)
-            fx = effects(task, events, after)
-            result = await self.store.append(
-                stream_of(task.task_id),
-                task.version,
-                [new_event(e) for e in events],
-                metadata=meta,
-                idempotency_key=incoming.message_id,
-                outbox=outbox_messages(fx, sender=WORKER, caused_by=incoming.envelope),
-            )
-            if not result.duplicate:
-                log.info(
-                    "task.recorded", events=[type(e).__name__ for e in events], state=after.state
+            events, after = decision
+            try:
+                result = await self.store.append(
+                    stream_of(task.task_id),
+                    task.version,
+                    [new_event(e) for e in events],
+                    metadata=meta,
+                    idempotency_key=incoming.message_id,
+                    outbox=outbox_messages(
+                        effects(task, events, after), sender=WORKER, caused_by=incoming.envelope
+                    ),
                 )
+            except ConcurrencyError:
+                self.cache.forget(task.task_id)  # someone else wrote: reload on the next round
+                raise
+            if result.duplicate:
+                self.cache.forget(task.task_id)
+                return
+            self.cache.put(after)
+            log.info("task.recorded", events=[type(e).__name__ for e in events], state=after.state)
 
         await on_conflict_retry(
             attempt, attempts=self.settings.conflict_attempts, what=f"task {cmd.task_id}"
         )
+
+    def _decide(self, task: Task, cmd: Command) -> tuple[list[Any], Task] | str | None:
+        """The events and the state after them; why a report is stale; None: nothing to do."""
+        if isinstance(cmd, (*REPORTS, RejectAssignment)):
+            why = stale(task, cmd)
+            if why is not None:
+                return why
+        events = decide(task, cmd, self.clock.now(), self.limits)
+        if not events:
+            return None
+        after = task
+        for event in events:
+            after = evolve(after, event)
+        return list(events), after
+
+    @staticmethod
+    def _log_stale(task: Task, cmd: Command, why: str) -> None:
+        # the current attempt's own report arriving after a later one (replicas race) is
+        # routine; anything else is a stale holder and worth a warning
+        fencing = getattr(cmd, "fencing_token", None)
+        late = task.attempt == getattr(cmd, "attempt", None) and task.fencing_token == fencing
+        (log.info if late else log.warning)("task.stale_report", report=type(cmd).__name__, why=why)
 
     # ---- submit: the task, its dependencies' streams and its key, in one append ----
     async def on_submit(self, incoming: Incoming[SubmitTask]) -> None:
@@ -142,7 +169,14 @@ class TaskManager:
                     decision.effects, sender=WORKER, caused_by=incoming.envelope
                 ),
             )
+            for dep in deps:  # their streams got DependentAdded: drop what we remember
+                self.cache.forget(dep)
             if not result.duplicate:
+                own = [a for a in decision.appends if a.stream == stream_of(task.task_id)]
+                after = task
+                for event in own[0].events if own else ():
+                    after = evolve(after, event)
+                self.cache.put(after)
                 log.info("task.submitted", capability=cmd.capability, deps=len(deps))
 
         await on_conflict_retry(
