@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from broker import headers as h
+from broker import tracing
 from broker.connection import BrokerConnection
 from broker.deadletter import ORIGINAL_USER_ID, dead_letter_headers
 from broker.declare import declare_queue
-from broker.errors import Reject, Retry
+from broker.errors import DependencyUnavailable, Reject, Retry
+from broker.metrics import ConsumerMetrics
 from broker.publisher import Outgoing, Publisher
 from broker.router import BatchHandler, Incoming, Router
 from broker.topology import QueueSpec, pick_tier
@@ -37,6 +40,27 @@ DUE_AT = "x-rally-due-at"  # epoch ms before which a retried message hops anothe
 LAST_ERROR = "x-rally-last-error"
 
 Authorize = Callable[[Incoming[Any]], None]  # raises Reject(reason="security") to refuse
+HOLD_MAX_S = 5.0  # the longest pause between tries of a delivery held while the store is down
+T = TypeVar("T")
+
+
+class _LeftUnacked(Exception):
+    """Stopping while a dependency is down: the delivery goes back to the broker unacked."""
+
+# Fault injection, for tests only (off by default): RALLY_FAULT_EXIT_AFTER_APPEND=n makes the
+# process die like a SIGKILL after its nth handled delivery: the handler's append is committed,
+# the delivery not yet acked. tests/faults/test_worker_crashes.py shows nothing is applied twice.
+_FAULT_EXIT_AFTER_APPEND = int(os.environ.get("RALLY_FAULT_EXIT_AFTER_APPEND") or 0)
+_fault_handled = 0
+
+
+def _fault_exit_after_append(message_id: str | None) -> None:
+    global _fault_handled
+    if _FAULT_EXIT_AFTER_APPEND:
+        _fault_handled += 1
+        if _fault_handled >= _FAULT_EXIT_AFTER_APPEND:
+            print(f"rally-fault: exit after append of {message_id}, before its ack", flush=True)
+            os._exit(70)
 
 
 class Consumer:
@@ -53,6 +77,7 @@ class Consumer:
         authorize: Authorize | None = None,
         batch_handler: BatchHandler | None = None,
         max_batch: int = 256,
+        passive: bool = False,
     ) -> None:
         self.conn = conn
         self.spec = spec
@@ -64,6 +89,7 @@ class Consumer:
         self.authorize = authorize
         self.batch_handler = batch_handler
         self.max_batch = max_batch
+        self.passive = passive  # only check the queue exists: a user that may not declare it
         self._settings = conn.settings
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -74,10 +100,16 @@ class Consumer:
         self._batch: asyncio.Queue[tuple[Incoming[Any], AbstractIncomingMessage]] = asyncio.Queue()
         self._batch_task: asyncio.Task[None] | None = None
         self.handled = 0  # deliveries settled (acked, retried or dead-lettered)
+        self.metrics = ConsumerMetrics(worker, replica)
+        self.tracer = tracing.ConsumerTracer(
+            worker, replica, spec.name, batched=batch_handler is not None
+        )
 
     async def start(self) -> Consumer:
         self._channel = await self.conn.channel(confirms=False, prefetch=self.prefetch)
-        self._queue = await declare_queue(self.conn, self._channel, self.spec)
+        self._queue = await declare_queue(
+            self.conn, self._channel, self.spec, passive=self.passive
+        )
         if self.batch_handler is not None:
             self._batch_task = asyncio.create_task(
                 self._batch_loop(), name=f"batch:{self.spec.name}"
@@ -103,6 +135,7 @@ class Consumer:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
         log.info("consumer.stopped", queue=self.spec.name, handled=self.handled)
+        self.metrics.close()
 
     async def _wait_drained(self) -> None:
         while True:
@@ -131,15 +164,22 @@ class Consumer:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         headers: dict[str, Any] = dict(message.headers or {})
+        if not message.user_id:
+            # nobody the broker vouched for: a sender header is forged, and "" keeps the
+            # message anonymous through retries, dead letters and replays (broker/identity.py)
+            headers[ORIGINAL_USER_ID] = ""
         attempt = _int(headers.get(h.ATTEMPT), 1)
-        with structlog.contextvars.bound_contextvars(
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            msg_type=message.type,
-            queue=self.spec.name,
-            worker=self.worker,
-            replica=self.replica,
-            attempt=attempt,
+        with (
+            structlog.contextvars.bound_contextvars(
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                msg_type=message.type,
+                queue=self.spec.name,
+                worker=self.worker,
+                replica=self.replica,
+                attempt=attempt,
+            ),
+            self.tracer.consuming(message, headers),
         ):
             due = _int(headers.get(DUE_AT), 0)
             if due and due > time.time() * 1000 + 20:
@@ -156,6 +196,7 @@ class Consumer:
             structlog.contextvars.bind_contextvars(
                 message_id=str(envelope.id), correlation_id=str(envelope.correlation_id)
             )
+            self.tracer.decoded(envelope.type)
             incoming = Incoming(
                 envelope=envelope,
                 attempt=attempt,
@@ -183,12 +224,35 @@ class Consumer:
                 await self._batch.put((incoming, message))
                 return
             assert handler is not None
+            started = time.perf_counter()
             try:
-                await handler(incoming)
+                await self._until_available(lambda: handler(incoming))
+            except _LeftUnacked:
+                return
             except Exception as exc:
+                self.metrics.ran(envelope.type, started)
                 await self._failed(message, headers, attempt, exc)
                 return
+            self.metrics.acked(envelope.type, started)
+            _fault_exit_after_append(message.message_id)
             await self._ack(message)
+
+    async def _until_available(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call``; while a dependency (the store) is down, hold the delivery and run it again.
+
+        The delivery stays unacked and no attempt is used up: the message is not at fault.
+        If the consumer stops meanwhile, it is left unacked for the broker to hand on.
+        """
+        delay = max(self._settings.retry_initial_s, 0.05)
+        while True:
+            try:
+                return await call()
+            except DependencyUnavailable as exc:
+                if self._tag is None:
+                    raise _LeftUnacked from exc
+                log.warning("message.held", error=str(exc)[:300], retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, HOLD_MAX_S)
 
     async def _failed(
         self,
@@ -218,6 +282,7 @@ class Consumer:
             delay_s=round(delay, 3),
             exc_info=not isinstance(exc, Retry),
         )
+        self.metrics.retried(message.type, error_type)
         retry_headers = {**headers, h.ATTEMPT: attempt + 1, LAST_ERROR: error[:1000]}
         # after a trip through a delay queue the delivery's own exchange is the requeue one;
         # keep where the sender really published it, for dead letters and replays
@@ -264,6 +329,7 @@ class Consumer:
         attempt: int,
     ) -> None:
         log.warning("message.dead_lettered", reason=reason, error=error[:500])
+        self.metrics.dead_lettered(message.type, reason)
         out = dead_letter_headers(
             headers,
             reason=reason,
@@ -336,8 +402,16 @@ class Consumer:
     ) -> None:
         assert self.batch_handler is not None
         failures: Mapping[int, BaseException]
+        started = time.perf_counter()
         try:
-            failures = await self.batch_handler([incoming for incoming, _ in items]) or {}
+            incomings = [incoming for incoming, _ in items]
+            batch_handler = self.batch_handler
+            found = await self._until_available(
+                lambda: self.tracer.batch(batch_handler, incomings)
+            )
+            failures = found or {}
+        except _LeftUnacked:
+            return
         except Exception as exc:
             log.warning("batch.failed", size=len(items), error=str(exc), exc_info=True)
             failures = dict.fromkeys(range(len(items)), exc)
@@ -347,12 +421,16 @@ class Consumer:
             ):
                 failure = failures.get(index)
                 if failure is None:
+                    self.metrics.acked(incoming.envelope.type, started)
                     await self._ack(message)
                 else:
+                    self.metrics.ran(incoming.envelope.type, started)
                     await self._failed(message, dict(incoming.headers), incoming.attempt, failure)
 
 
 def _int(value: object, default: int) -> int:
+    if value is None:  # the usual case: no such header (and raising costs more than a check)
+        return default
     try:
         return int(value)  # type: ignore[call-overload, no-any-return]
     except (TypeError, ValueError):

@@ -34,9 +34,15 @@ async def declare_topology(conn: BrokerConnection) -> None:
 
 
 async def declare_queue(
-    conn: BrokerConnection, channel: AbstractChannel, spec: QueueSpec
+    conn: BrokerConnection, channel: AbstractChannel, spec: QueueSpec, *, passive: bool = False
 ) -> AbstractQueue:
-    """Declare a queue with its dead-letter queue and bindings; the DLX must already exist."""
+    """Declare a queue with its dead-letter queue and bindings; the DLX must already exist.
+
+    ``passive`` only checks that it exists, for a user that may not declare it (an agent
+    with its own broker user: `rally agents provision` declares its inbox for it).
+    """
+    if passive:
+        return conn.keep(await _existing_queue(conn, channel, spec.name))
     if spec.dead_letter:
         await check_exchange(conn, conn.topology.dlx)
     return conn.keep(await _declare(channel, conn.topology, spec, conn.settings.delivery_limit))
@@ -63,6 +69,30 @@ async def _declare(
     if spec.dead_letter:
         await queue.bind(topology.requeue, routing_key=topology.retry_binding_key(spec.name))
     return queue
+
+
+async def _existing_queue(
+    conn: BrokerConnection, channel: AbstractChannel, name: str
+) -> AbstractQueue:
+    # checked on a channel of its own, as a failed passive declare closes it; then taken on
+    # the caller's channel, which re-checks it passively (no rights needed) on reconnect
+    probe = await conn.connection.channel(publisher_confirms=False)
+    try:
+        await probe.declare_queue(name, passive=True, robust=False)
+    except aio_pika.exceptions.ChannelClosed as exc:
+        raise TopologyError(
+            f"queue {name!r} does not exist, and this broker user may not declare it: "
+            "`rally agents provision ID` declares an agent's inbox"
+        ) from exc
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return await channel.declare_queue(name, passive=True)
+
+
+async def check_agent_topology(conn: BrokerConnection) -> None:
+    """What an agent with its own broker user needs and may not declare: the commands exchange."""
+    await check_exchange(conn, conn.topology.commands)
 
 
 async def check_exchange(conn: BrokerConnection, name: str) -> None:

@@ -40,6 +40,15 @@ class Retry(Exception):
         self.after = after
 
 
+class DependencyUnavailable(Exception):
+    """Something the handler needs (the event store) is down: not the message's fault.
+
+    The consumer keeps such a delivery unacked and runs the handler again, with
+    back-off, until it succeeds: it uses up none of the message's attempts and is
+    never dead-lettered for it.
+    """
+
+
 class Reject(Exception):
     """Permanent failure: dead-letter now with this reason, no retry."""
 

@@ -138,3 +138,96 @@ def check_history(events: Iterable[HistoryEvent]) -> HistoryReport:
     for task in report.unfinished():
         report.violations.append(f"task {task} never reached a terminal state")
     return report
+
+
+# ---- against what was accepted, and effects applied twice ----
+
+
+class StoredEvent(HistoryEvent, Protocol):
+    """What the integrity check needs besides the type and data: where and why it was written."""
+
+    @property
+    def stream(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+@dataclass
+class Ledger:
+    """What was accepted (confirmed by the broker) against what the history holds."""
+
+    accepted: int = 0
+    terminal: int = 0  # accepted tasks with exactly one terminal event
+    lost: list[str] = field(default_factory=list)  # accepted, never recorded or never ended
+    duplicated: list[str] = field(default_factory=list)  # an effect applied twice
+    unexpected: list[str] = field(default_factory=list)  # recorded, yet nobody sent it
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.unexpected)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "terminal": self.terminal,
+            "lost": len(self.lost),
+            "duplicated": len(self.duplicated),
+            "unexpected": len(self.unexpected),
+        }
+
+
+def duplicate_effects(events: Iterable[StoredEvent]) -> list[str]:
+    """Effects applied twice, and holes in a stream's versions.
+
+    One message decides once: it never yields two events of the same type for
+    one stream, so the same (stream, causing message id, type) twice means the
+    message was applied twice. Each stream's versions must run 1..n.
+    """
+    problems: list[str] = []
+    versions: defaultdict[str, list[int]] = defaultdict(list)
+    seen: Counter[tuple[str, str, str]] = Counter()
+    for event in events:
+        versions[event.stream].append(event.version)
+        message_id = event.metadata.get("message_id")
+        if message_id:
+            seen[(event.stream, str(message_id), event.type)] += 1
+    for (stream, message_id, kind), count in seen.items():
+        if count > 1:
+            problems.append(f"{stream}: message {message_id} applied {count} times ({kind})")
+    for stream, found in versions.items():
+        if sorted(found) != list(range(1, len(found) + 1)):
+            problems.append(f"{stream}: versions not contiguous from 1: {sorted(found)[:20]}")
+    return problems
+
+
+def reconcile(
+    report: HistoryReport,
+    accepted: Iterable[str],
+    *,
+    attempted: Iterable[str] = (),
+    duplicates: Iterable[str] = (),
+) -> Ledger:
+    """Compare the history's tasks with the submissions the broker confirmed.
+
+    ``accepted``: task ids whose submission was confirmed; each must be recorded and
+    end in exactly one terminal state. ``attempted``: submissions whose outcome the
+    sender could not know (no confirm): they may or may not be in the history. A
+    task in the history that is in neither was never sent by anyone: unexpected.
+    """
+    accepted_ids = {str(a) for a in accepted}
+    known = accepted_ids | {str(a) for a in attempted}
+    ledger = Ledger(accepted=len(accepted_ids), duplicated=list(duplicates))
+    for task in sorted(accepted_ids):
+        if task not in report.states:
+            ledger.lost.append(f"task {task} accepted but never recorded")
+        elif not report.states[task]:
+            ledger.lost.append(f"task {task} accepted but never ended")
+        else:
+            ledger.terminal += 1
+    ledger.duplicated += [v for v in report.violations if "ended twice" in v]
+    ledger.unexpected = sorted(
+        f"task {t} recorded but never sent" for t in report.states if t not in known
+    )
+    return ledger

@@ -20,9 +20,11 @@ from uuid import UUID
 
 import structlog
 
+from broker.access import has_own_user
 from broker.connection import BrokerConnection
 from broker.consumer import Consumer
-from broker.declare import declare_topology
+from broker.declare import check_agent_topology, declare_topology
+from broker.metrics import Exposure, expose_agent
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
 from broker.sdk.admission import admit
@@ -63,6 +65,7 @@ class Agent:
         declare: bool = True,
         drain_timeout_s: float | None = None,
         flush_timeout_s: float = 60.0,
+        metrics_port: int | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.capacity = capacity
@@ -74,6 +77,8 @@ class Agent:
         self.declare = declare  # declare the shared topology if missing (idempotent)
         self.drain_timeout_s = drain_timeout_s
         self.flush_timeout_s = flush_timeout_s
+        self.metrics_port = metrics_port  # Prometheus /metrics; after start, the port bound
+        self._metrics = Exposure()
         self.handlers: dict[str, Handler] = {}
         self.draining = False
         self.conn: BrokerConnection | None = None
@@ -111,7 +116,11 @@ class Agent:
         self._stopped = asyncio.Event()
         settings = self.settings or BrokerSettings.from_env()
         self.conn = await BrokerConnection(settings, role="agent", replica=self.agent_id).connect()
-        if self.declare:
+        # with its own broker user (`rally agents provision`) it may declare nothing: it checks
+        own_user = has_own_user(settings.amqp_url, self.agent_id)
+        if own_user:
+            await check_agent_topology(self.conn)
+        elif self.declare:
             await declare_topology(self.conn)
         self.publisher = await Publisher(self.conn, sender=self.agent_id).start()
         self.sender = ReliableSender(self.publisher, self.clock)
@@ -130,8 +139,11 @@ class Agent:
             worker="agent",
             replica=self.agent_id,
             prefetch=min(1000, 4 * self.capacity + 16),
+            passive=own_user,
         )
         await self.inbox.start()
+        self._metrics = await expose_agent(self, self.metrics_port, self.conn, self.inbox)
+        self.metrics_port = self._metrics.port
         await self.sender.deliver(self.sender.wrap(self._manifest()))
         self.conn.connection.reconnect_callbacks.add(self._on_reconnect)
         self._spawn(self._heartbeats(), "heartbeats")
@@ -199,6 +211,7 @@ class Agent:
         except TimeoutError:
             log.error("sdk.agent_left_unconfirmed", pending=self.sender.pending)
             self.sender.cancel_all()
+        await self._metrics.close()
         await self.inbox.stop(timeout=5.0)
         assert self.conn is not None
         await self.conn.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -135,23 +134,19 @@ async def test_queues_are_remembered(archive: DeadLetterArchive) -> None:
     assert await archive.queues() == ["rally.inbox.a1.dlq", "rally.q.tasks.dlq"]
 
 
-async def test_listing_ten_thousand_is_fast(archive: DeadLetterArchive) -> None:
-    """A coarse guard only (the bound is generous for a loaded 2-core CI box); the real
-    figure belongs in the benchmark. Expect tens of milliseconds."""
+async def test_listing_ten_thousand_lists_them_all_newest_first(
+    archive: DeadLetterArchive,
+) -> None:
+    """Correctness at size only: how fast is for the benchmark, not a timed test."""
     for start in range(0, 10_000, 1_000):
         await archive.add([make_letter(n) for n in range(start, start + 1_000)])
-    began = time.perf_counter()
     rows = await archive.find(Query())
-    elapsed = time.perf_counter() - began
     assert len(rows) == 10_000
     assert rows[0].last_death_at > rows[-1].last_death_at
-    assert elapsed < 1.0, f"listing 10,000 took {elapsed:.2f}s"
 
 
-async def test_rally_dlq_list_of_ten_thousand_is_fast(store_url: str) -> None:
-    """The whole command — open the archive, query, format — minus the drain (it has
-    nothing to do with the size of the archive). A coarse guard with a generous bound,
-    as above; on this machine it takes about a quarter of the bound."""
+async def test_rally_dlq_list_of_ten_thousand(store_url: str) -> None:
+    """The whole command — open the archive, query, format — minus the drain, at size."""
     archive = open_archive(store_url)
     await archive.start()
     try:
@@ -164,11 +159,7 @@ async def test_rally_dlq_list_of_ten_thousand_is_fast(store_url: str) -> None:
             ["dlq", "list", "--no-drain", "--store", store_url, *flags]
         )
         out = io.StringIO()
-        began = time.perf_counter()
         assert await dlq_cmd.run_async(args, Console(file=out, width=160)) == 0
-        elapsed = time.perf_counter() - began
-        print(f"rally dlq list {' '.join(flags)}: {elapsed:.3f}s for 10,000")
-        assert elapsed < 1.0, f"rally dlq list {' '.join(flags)} took {elapsed:.2f}s"
         text = out.getvalue()
         if flags:
             assert len(json.loads(text)) == 10_000

@@ -43,6 +43,7 @@ from workers.allocator.planning import (
 from workers.allocator.projection import Projection
 from workers.runtime.clock import Clock
 from workers.runtime.messages import Effect, load_event, new_event, outbox_messages
+from workers.runtime.metrics import PlacementMetrics
 from workers.runtime.settings import WorkerSettings
 from workers.store.base import EventStore, Metadata, OutboxMessage, StreamAppend
 from workers.store.errors import ConcurrencyError
@@ -75,6 +76,7 @@ class Allocator:
         self.replica = replica
         self.owner = f"{replica}:{uuid.uuid4().hex[:8]}"
         self.view = Projection(rejection_cooldown_s=settings.rejection_cooldown_s)
+        self.placement_metrics = PlacementMetrics(replica)
         self.active = False
         self._lock = asyncio.Lock()
         self._lease_until = 0.0
@@ -130,6 +132,7 @@ class Allocator:
             page = await self.store.read_all(self.view.position, PAGE)
             for record in page:
                 self.view.apply(record)
+                self.placement_metrics.saw(record)
             applied += len(page)
             if len(page) < PAGE:
                 return applied
@@ -148,6 +151,7 @@ class Allocator:
                 log.info("allocator.conflict", step=what, stream=exc.stream)
                 await self.catch_up()
                 continue
+            self.placement_metrics.placed(plan.appends)
             await self.catch_up()
             if plan.placed:
                 log.info("allocator.placed", tasks=plan.placed, pending=self._pending())

@@ -8,6 +8,7 @@ can be placed — so one process sees the whole picture, in one batch handler.
 from __future__ import annotations
 
 from broker.consumer import Consumer
+from broker.identity import worker_authorizer
 from broker.router import Router
 from workers.allocator.handlers import WORKER, Allocator
 from workers.runtime.context import ServiceContext
@@ -15,7 +16,6 @@ from workers.runtime.context import ServiceContext
 TASK_EVENTS = (
     "TaskSubmitted",
     "TaskReady",
-    "TaskAssigned",
     "TaskFailed",
     "TaskRequeued",
     "TaskSucceeded",
@@ -46,6 +46,7 @@ class AllocatorService:
             worker=WORKER,
             replica=ctx.replica,
             batch_handler=self.allocator.on_batch,
+            authorize=worker_authorizer(ctx.publisher.user_id),
         )
 
     async def start(self) -> None:

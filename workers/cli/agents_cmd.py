@@ -1,4 +1,7 @@
-"""`rally agents`: every agent the history knows, its state, manifest and current load."""
+"""`rally agents`: every agent the history knows, its state, manifest and current load.
+
+`rally agents provision ID` gives an agent a broker user of its own (workers/cli/provision.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,11 @@ import asyncio
 import json
 from typing import Any
 
+from broker.access import NotProvisionable
+from broker.settings import BrokerSettings
 from workers.allocator.projection import Projection
+from workers.cli.main import UserError
+from workers.cli.provision import ProvisionError, provision, render
 from workers.registry.domain import Agent, evolve
 from workers.runtime.logs import quiet_logs
 from workers.runtime.messages import load_event
@@ -22,6 +29,22 @@ def register(sub: Any) -> None:
     parser.add_argument("--json", action="store_true", help="JSON Lines, one agent each")
     parser.add_argument("--store", default=None, help="store URL (default: RALLY_STORE_URL)")
     parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="agents_action", metavar="ACTION")
+    prov = actions.add_parser(
+        "provision",
+        help="create a broker user for one agent, restricted to its own inbox",
+        description="Create the broker user ID (rabbitmqctl), allowed to publish agent "
+        "commands and to consume its own inbox only, and declare that inbox. Prints the "
+        "rabbitmqctl commands instead with --print, or where rabbitmqctl cannot be used.",
+    )
+    prov.add_argument("agent_id", metavar="ID", help="the agent id, which is the user name")
+    prov.add_argument("--password", default=None, help="its password (default: generated)")
+    prov.add_argument("--vhost", default=None, help="vhost (default: the one of RALLY_AMQP_URL)")
+    prov.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the commands, change nothing"
+    )
+    prov.add_argument("--json", dest="as_json", action="store_true", help="one JSON object")
+    prov.set_defaults(func=run_provision)
 
 
 async def agent_rows(store: EventStore) -> list[dict[str, Any]]:
@@ -57,6 +80,23 @@ async def agent_rows(store: EventStore) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def run_provision(args: argparse.Namespace) -> int:
+    try:
+        result = asyncio.run(
+            provision(
+                args.agent_id,
+                settings=BrokerSettings.from_env(),
+                password=args.password,
+                vhost=args.vhost,
+                print_only=args.print_only,
+            )
+        )
+    except (NotProvisionable, ProvisionError) as exc:
+        raise UserError(str(exc)) from None
+    print(json.dumps(result.as_json()) if args.as_json else render(result))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

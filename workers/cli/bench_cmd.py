@@ -1,5 +1,9 @@
-"""`rally bench`: measured speed. Today it measures the event store; the end-to-end
-comparison against the raw broker and Celery (issue 7) is not built yet."""
+"""`rally bench`: rallypoint beside the raw broker and Celery, scaling, the store and memory.
+
+Writes ``<out>/<UTC timestamp>.json``, ``<out>/latest.json`` and
+``<out>/latest.png`` every time; prints a table, or with ``--json`` the one
+JSON object. Progress goes to stderr. See docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 
@@ -7,38 +11,198 @@ import argparse
 import asyncio
 import json
 import os
-from dataclasses import asdict
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
-from workers.store.bench import format_results
-from workers.store.bench import run as run_store_bench
-
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+from workers.bench.celery_peer import POOLS
+from workers.bench.options import DEFAULT_PG_URL, PARTS, BenchOptions
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "bench", help="measure store appends/s (SQLite and PostgreSQL, single and batched)"
+        "bench",
+        help="measure rallypoint against raw aio-pika and Celery, scaling, store, memory",
+        description="Measure rallypoint end to end beside the raw broker (the floor) and Celery "
+        "on the same RabbitMQ, plus scaling over replicas, store appends and memory. "
+        "Every figure is the median of --runs runs, with min and max.",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object")
+    defaults = BenchOptions()
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--quick", action="store_true", help="small N and one run: under a minute, every key kept"
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=defaults.tasks, metavar="N", help="tasks per run (10000)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=defaults.runs, metavar="R", help="runs per figure (3)"
+    )
+    parser.add_argument(
+        "--skip",
+        type=_parts,
+        default=frozenset(),
+        metavar="PARTS",
+        help=f"comma-separated parts to leave out: {','.join(PARTS)}",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=defaults.out,
+        metavar="DIR",
+        help="results directory (bench/results)",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="the rallypoint fleet's store (default: a fresh SQLite file under var/bench; "
+        "a postgresql:// URL gets a throw-away schema)",
+    )
     parser.add_argument(
         "--pg",
-        default=os.environ.get("RALLY_BENCH_PG_URL", DEFAULT_PG),
-        help="PostgreSQL URL to bench ('' to skip)",
+        default=os.environ.get("RALLY_BENCH_PG_URL", DEFAULT_PG_URL),
+        metavar="URL",
+        help="PostgreSQL for the store bench ('' to bench SQLite only)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=defaults.replicas,
+        metavar="N",
+        help="replicas of each worker for the rallypoint figure (1)",
+    )
+    parser.add_argument(
+        "--scaling",
+        type=_counts,
+        default=defaults.scaling,
+        metavar="LIST",
+        help="replica counts to scale over (1,2,4)",
+    )
+    parser.add_argument("--agents", type=int, default=defaults.agents, help="agent processes (2)")
+    parser.add_argument(
+        "--agent-capacity",
+        type=int,
+        default=defaults.agent_capacity,
+        metavar="N",
+        help="tasks each agent runs at once (256)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=defaults.window,
+        metavar="N",
+        help="rallypoint tasks in flight when saturated (1000)",
+    )
+    parser.add_argument(
+        "--floor-window",
+        type=int,
+        default=defaults.floor_window,
+        metavar="N",
+        help="floor round trips in flight (500)",
+    )
+    parser.add_argument(
+        "--celery-pool",
+        choices=POOLS,
+        default=defaults.celery_pool,
+        help=f"Celery worker pool ({defaults.celery_pool})",
+    )
+    parser.add_argument(
+        "--celery-concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Celery worker concurrency (the pool's default)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy profiles of the fleet during the first rallypoint run",
     )
     parser.set_defaults(func=run)
 
 
+def _parts(text: str) -> frozenset[str]:
+    parts = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = sorted(parts - set(PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown part {', '.join(unknown)}: choose from {', '.join(PARTS)}"
+        )
+    return parts
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers like 1,2,4") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("replica counts must be at least 1, e.g. 1,2,4")
+    return counts
+
+
+def options_from(args: argparse.Namespace) -> BenchOptions:
+    from broker.settings import BrokerSettings
+
+    options = BenchOptions(
+        amqp_url=BrokerSettings.from_env().amqp_url,
+        tasks=args.tasks,
+        runs=args.runs,
+        window=args.window,
+        replicas=args.replicas,
+        agents=args.agents,
+        agent_capacity=args.agent_capacity,
+        floor_window=args.floor_window,
+        celery_pool=args.celery_pool,
+        celery_concurrency=args.celery_concurrency,
+        scaling=args.scaling,
+        store_url=args.store or None,
+        pg_url=args.pg or None,
+        skip=args.skip,
+        out=args.out,
+        profile=args.profile,
+    )
+    return options.quickened() if args.quick else options
+
+
 def run(args: argparse.Namespace) -> int:
-    scratch = Path("var") / "bench"
-    scratch.mkdir(parents=True, exist_ok=True)
-    urls = {"sqlite": f"sqlite:///{scratch / 'store-bench.db'}"}
-    if args.pg:
-        urls["postgres"] = args.pg
-    results = asyncio.run(run_store_bench(urls))
+    from workers.bench.results import timestamp, write_results
+    from workers.bench.run import run_bench
+    from workers.bench.table import format_table
+    from workers.cli.main import UserError
+
+    try:
+        options = options_from(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    stamp = timestamp()
+
+    def progress(line: str) -> None:
+        print(f"rally bench: {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(_until_signalled(run_bench(options, progress)))
+    paths = write_results(report, options.out, stamp)
     if args.json:
-        print(json.dumps({"store": [asdict(r) for r in results]}))
+        print(json.dumps(report))
     else:
-        print(format_results(results))
-    return 0
+        print(format_table(report))
+        print(f"\nwritten: {paths['json']}, {paths['latest_json']}, {paths['chart']}")
+    return 1 if report["errors"] else 0
+
+
+async def _until_signalled(work: Any) -> dict[str, Any]:
+    """SIGTERM stops the bench like Ctrl-C does: cleanly, every process and queue removed."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        result: dict[str, Any] = await task
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+    return result

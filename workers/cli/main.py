@@ -80,4 +80,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the imported module's main, not this __main__ copy: the commands raise
+    # workers.cli.main.UserError, which a copy of the class here would not catch
+    from workers.cli.main import main as installed_main
+
+    installed_main()

@@ -1,10 +1,18 @@
-"""`rally status`: queues, agents, tasks and dead letters at a glance."""
+"""`rally status`: queues, agents, tasks and dead letters at a glance, and scaling signals.
+
+The worker queues are observed twice, ``--interval`` seconds apart, to give
+publish and ack rates and a suggested replica count per queue (see
+workers/queue_signals.py for where the rates come from, workers/scaling.py
+for the arithmetic, docs/operations.md for how to use them).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import math
+import os
 from collections import Counter
 from typing import Any
 
@@ -12,26 +20,66 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.connection import BrokerConnection
-from broker.inspect import queue_stats
+from broker.inspect import MANAGEMENT_URL_ENV, queue_stats
 from broker.settings import BrokerSettings
+from broker.topology import Topology
 from workers.cli.agents_cmd import agent_rows
 from workers.dlq import dead_letter_counts, open_archive
+from workers.queue_signals import DEFAULT_INTERVAL_S, sample_scaling
 from workers.runtime.settings import WORKERS
+from workers.scaling import DEFAULT_DRAIN_TARGET_S, DEFAULT_MAX_REPLICAS, ScalingPolicy
 from workers.store import default_store_url, open_store
 from workers.tasks.timeline import all_tasks
 
 
 def register(sub: Any) -> None:
     parser: argparse.ArgumentParser = sub.add_parser(
-        "status", help="queue depths and consumers, agents, tasks by state, dead letters"
+        "status", help="queue depths and consumers, agents, tasks by state, dead letters, scaling"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object")
     parser.add_argument("--store", default=None, help="store URL (default: RALLY_STORE_URL)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"time between the two samples the rates come from (default {DEFAULT_INTERVAL_S})",
+    )
+    parser.add_argument(
+        "--drain-target",
+        type=float,
+        default=DEFAULT_DRAIN_TARGET_S,
+        metavar="SECONDS",
+        help="suggest enough replicas to drain the backlog within this (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        default=DEFAULT_MAX_REPLICAS,
+        metavar="N",
+        help="never suggest more replicas than this (default %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    status = asyncio.run(collect(args.store or default_store_url(), BrokerSettings.from_env()))
+    from workers.cli.main import UserError
+
+    if not 0 < args.interval < math.inf:
+        raise UserError(f"--interval must be above 0 seconds and finite, got {args.interval}")
+    try:
+        policy = ScalingPolicy(drain_target_s=args.drain_target, max_replicas=args.max_replicas)
+    except ValueError as exc:
+        raise UserError(f"--drain-target / --max-replicas: {exc}") from None
+    status = asyncio.run(
+        collect(
+            args.store or default_store_url(),
+            BrokerSettings.from_env(),
+            interval_s=args.interval,
+            policy=policy,
+            management_url=os.environ.get(MANAGEMENT_URL_ENV) or None,
+        )
+    )
     if args.json:
         print(json.dumps(status))
     else:
@@ -39,31 +87,40 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def collect(store_url: str, settings: BrokerSettings) -> dict[str, Any]:
+async def collect(
+    store_url: str,
+    settings: BrokerSettings,
+    *,
+    interval_s: float = DEFAULT_INTERVAL_S,
+    policy: ScalingPolicy | None = None,
+    management_url: str | None = None,
+) -> dict[str, Any]:
     store = open_store(store_url)
     await store.start()
     try:
         agents = await agent_rows(store)
         tasks = Counter(task.state or "unknown" for task in await all_tasks(store))
+        archive = open_archive(store_url)
+        await archive.start()
+        try:
+            dead = await dead_letter_counts(archive)
+        finally:
+            await archive.close()
+        conn = await BrokerConnection(settings, role="status").connect()
+        try:
+            stats = await queue_stats(conn, _queue_names(conn.topology, agents))
+            # the store stays open: its event positions mark the sampling window
+            scaling = await sample_scaling(
+                conn,
+                store,
+                interval_s=interval_s,
+                policy=policy,
+                management_url=management_url,
+            )
+        finally:
+            await conn.close()
     finally:
         await store.close()
-    archive = open_archive(store_url)
-    await archive.start()
-    try:
-        dead = await dead_letter_counts(archive)
-    finally:
-        await archive.close()
-    conn = await BrokerConnection(settings, role="status").connect()
-    try:
-        topology = conn.topology
-        names = [topology.worker_queue(w) for w in WORKERS]
-        names += [
-            topology.inbox_queue(a["agent_id"]).name for a in agents if a["status"] not in ("left",)
-        ]
-        names += [f"{n}.dlq" for n in list(names)] + [topology.shared_dlq]
-        stats = await queue_stats(conn, names)
-    finally:
-        await conn.close()
     return {
         "queues": [
             {"queue": s.name, "messages": s.messages, "consumers": s.consumers}
@@ -79,7 +136,14 @@ async def collect(store_url: str, settings: BrokerSettings) -> dict[str, Any]:
             {"queue": queue, "reason": reason, "count": count}
             for (queue, reason), count in sorted(dead.items())
         ],
+        "scaling": scaling.as_json(),
     }
+
+
+def _queue_names(topology: Topology, agents: list[dict[str, Any]]) -> list[str]:
+    names = [topology.worker_queue(w) for w in WORKERS]
+    names += [topology.inbox_queue(a["agent_id"]).name for a in agents if a["status"] != "left"]
+    return [*names, *(f"{n}.dlq" for n in names), topology.shared_dlq]
 
 
 def render(console: Console, status: dict[str, Any]) -> None:
@@ -108,3 +172,31 @@ def render(console: Console, status: dict[str, Any]) -> None:
         console.print(dead)
     else:
         console.print("dead letters: none waiting")
+    render_scaling(console, status["scaling"])
+
+
+def render_scaling(console: Console, scaling: dict[str, Any]) -> None:
+    title = (
+        f"scaling (rates over {scaling['interval_s']:.1f} s from the {scaling['rate_source']}, "
+        f"drain target {scaling['drain_target_s']:g} s)"
+    )
+    table = Table(title=title)
+    for column in ("queue", "mode", "depth", "consumers", "in/s", "out/s", "suggested", "why"):
+        table.add_column(
+            column, justify="right" if column not in ("queue", "mode", "why") else "left"
+        )
+    for q in scaling["queues"]:
+        out = "?" if q["ack_rate"] is None else f"{q['ack_rate']:.1f}"
+        table.add_row(
+            q["queue"],
+            q["mode"],
+            str(q["depth"]),
+            str(q["consumers"]),
+            f"{q['publish_rate']:.1f}",
+            out,
+            str(q["suggested_replicas"]),
+            q["reason"],
+        )
+    console.print(table)
+    for note in scaling["notes"]:
+        console.print(f"[yellow]note:[/] {note}")

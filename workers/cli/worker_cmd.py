@@ -26,16 +26,32 @@ def register(sub: Any) -> None:
     )
     parser.add_argument("worker", choices=(*WORKERS, "all"))
     parser.add_argument("--replicas", type=int, default=1, metavar="N", help="processes per worker")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus /metrics: the k-th process started on PORT+k",
+    )
     parser.set_defaults(func=run)
 
 
-def commands(worker: str, replicas: int) -> list[list[str]]:
+def _port(text: str) -> int:
+    from broker.metrics import port_number  # only when used: `rally` starts without prometheus
+
+    return port_number(text)
+
+
+def commands(worker: str, replicas: int, metrics_port: int | None = None) -> list[list[str]]:
     names = WORKERS if worker == "all" else (worker,)
-    return [
+    out = [
         [sys.executable, "-m", "workers.runtime.process", "--worker", name, "--replica", str(i)]
         for name in names
         for i in range(replicas)
     ]
+    if metrics_port is not None:  # one port per process, in the order they are listed
+        for k, command in enumerate(out):
+            command += ["--metrics-port", str(metrics_port + k if metrics_port else 0)]
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         from workers.cli.main import UserError
 
         raise UserError("--replicas must be at least 1")
-    children = [subprocess.Popen(cmd) for cmd in commands(args.worker, args.replicas)]
+    plan = commands(args.worker, args.replicas, args.metrics_port)
+    children = [subprocess.Popen(cmd) for cmd in plan]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:

@@ -27,20 +27,21 @@ async def work(task: Task) -> dict[str, Any]:
     return {"done_by": task.agent_id, "attempt": task.attempt}
 
 
-def build_agent(plan: AgentPlan, heartbeat_s: float) -> Agent:
+def build_agent(plan: AgentPlan, heartbeat_s: float, metrics_port: int | None = None) -> Agent:
     agent = Agent(
         plan.agent_id,
         capacity=plan.capacity,
         heartbeat_interval_s=heartbeat_s,
         software_version="demo",
+        metrics_port=metrics_port,  # the agents of one process share the port
     )
     for capability in plan.capabilities:
         agent.add_capability(capability, work)
     return agent
 
 
-async def run(plans: list[AgentPlan], heartbeat_s: float) -> None:
-    agents = [build_agent(plan, heartbeat_s) for plan in plans]
+async def run(plans: list[AgentPlan], heartbeat_s: float, metrics_port: int | None = None) -> None:
+    agents = [build_agent(plan, heartbeat_s, metrics_port) for plan in plans]
     await asyncio.gather(*(agent.start() for agent in agents))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,13 +55,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m workers.demo.agents")
     parser.add_argument("--plans", required=True, help="JSON list of agent plans")
     parser.add_argument("--heartbeat", type=float, default=1.0)
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics")
     args = parser.parse_args()
     configure_logging("WARNING", json=True)
     plans = [
         AgentPlan(p["agent_id"], tuple(p["capabilities"]), p["capacity"])
         for p in json.loads(args.plans)
     ]
-    asyncio.run(run(plans, args.heartbeat))
+    asyncio.run(run(plans, args.heartbeat, args.metrics_port))
 
 
 if __name__ == "__main__":

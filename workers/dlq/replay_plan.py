@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker import headers as h
+from broker.deadletter import ORIGINAL_USER_ID
 from broker.topology import Topology
 from contracts import ContractError, decode
 from workers.dlq.model import DeadLetter
@@ -114,4 +115,7 @@ def _refused(base: Plan, reason: str, detail: str) -> Plan:
 def replay_headers(letter: DeadLetter, replay_id: str, by: str) -> dict[str, Any]:
     out = {k: v for k, v in letter.headers.items() if k not in _DEATH_HEADERS}
     out.update({REPLAY_OF: letter.id, REPLAY_ID: replay_id, REPLAYED_BY: by})
+    # the replay acts as whoever first sent it — never with the replaying operator's rights,
+    # and a letter the broker dead-lettered itself (no header of ours) stays as anonymous
+    out.setdefault(ORIGINAL_USER_ID, letter.user_id or "")
     return out

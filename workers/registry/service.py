@@ -8,6 +8,7 @@ import contextlib
 import structlog
 
 from broker.consumer import Consumer
+from broker.identity import worker_authorizer
 from broker.router import Router
 from contracts import DeregisterAgent, Heartbeat, RegisterAgent
 from workers.registry.handlers import WORKER, Registry
@@ -28,7 +29,13 @@ class RegistryService:
         router.add(Heartbeat, self.registry.on_heartbeat)
         spec = ctx.conn.topology.work_queue(WORKER, single_active=True)
         self.consumer = Consumer(
-            ctx.conn, spec, router, ctx.publisher, worker=WORKER, replica=ctx.replica
+            ctx.conn,
+            spec,
+            router,
+            ctx.publisher,
+            worker=WORKER,
+            replica=ctx.replica,
+            authorize=worker_authorizer(ctx.publisher.user_id),
         )
         self._sweeper: asyncio.Task[None] | None = None
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from broker import tracing
 from broker.router import Incoming
 from contracts import Envelope, Event, Message, decode_payload, encode
 from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
@@ -43,6 +44,7 @@ def metadata_for(incoming: Incoming[Any] | None, *, worker: str, replica: str) -
         sender=incoming.user_id or env.sender,
         worker=worker,
         replica=replica,
+        traceparent=tracing.recorded_traceparent(env.correlation_id),
     )
 
 
@@ -84,7 +86,7 @@ def outbox_message(
         routing_key=key,
         body=encode(envelope),
         message_id=str(envelope.id),
-        headers={},
+        headers={tracing.TRACEPARENT: tracing.recorded_traceparent(envelope.correlation_id)},
         not_before=effect.not_before,
     )
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 import structlog
 
+from broker import tracing
 from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
 from contracts import encode, envelope_class
@@ -58,6 +59,7 @@ def encode_event(record: RecordedEvent) -> OutgoingRecord:
             POSITION: str(record.position),
             STREAM: record.stream,
             VERSION: str(record.version),
+            **tracing.stored_headers(meta),
         },
     )
 

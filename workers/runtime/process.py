@@ -15,6 +15,8 @@ import structlog
 
 from broker.errors import BrokerError
 from broker.logs import configure_logging
+from broker.metrics import port_number
+from workers.runtime.metrics import expose_worker
 from workers.runtime.services import run_services
 from workers.runtime.settings import WorkerSettings
 from workers.store.errors import StoreError
@@ -22,13 +24,22 @@ from workers.store.errors import StoreError
 log = structlog.get_logger(__name__)
 
 
-async def serve(workers: Sequence[str], replica: str, settings: WorkerSettings) -> None:
+async def serve(
+    workers: Sequence[str],
+    replica: str,
+    settings: WorkerSettings,
+    *,
+    metrics_port: int | None = None,
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     structlog.contextvars.bind_contextvars(worker="+".join(workers), replica=replica)
-    async with run_services(settings, workers=workers, replica=replica):
+    async with (
+        run_services(settings, workers=workers, replica=replica) as running,
+        expose_worker(running, metrics_port),
+    ):
         await stop.wait()
         log.info("worker.stopping")
 
@@ -37,11 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.runtime.process")
     parser.add_argument("--worker", action="append", required=True, help="registry|tasks|allocator")
     parser.add_argument("--replica", default="0")
+    parser.add_argument(
+        "--metrics-port", type=port_number, metavar="PORT", help="serve Prometheus /metrics"
+    )
     args = parser.parse_args(argv)
     configure_logging()
     try:
-        asyncio.run(serve(args.worker, args.replica, WorkerSettings.from_env()))
-    except (BrokerError, StoreError, ValueError) as exc:
+        settings = WorkerSettings.from_env()
+        asyncio.run(serve(args.worker, args.replica, settings, metrics_port=args.metrics_port))
+    except (BrokerError, StoreError, ValueError, OSError) as exc:
         print(f"rally worker: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -24,6 +24,7 @@ from broker.declare import declare_topology
 from broker.publisher import Publisher
 from workers.runtime.clock import Clock, SystemClock
 from workers.runtime.context import Service, ServiceContext
+from workers.runtime.metrics import timed
 from workers.runtime.outbox import OutboxPublisher, encode_event
 from workers.runtime.settings import WORKERS, WorkerSettings
 from workers.store import open_store
@@ -101,7 +102,7 @@ async def run_services(
         running = Running(conn, publisher, store, relay)
         factories = _factories()
         for name in names:
-            service = factories[name](ctx)
+            service = factories[name](timed(ctx, name))  # store appends timed per worker
             await service.start()
             started.append(service)
             running.services[name] = service

@@ -89,6 +89,7 @@ class Metadata:
     sender: str | None = None
     worker: str | None = None
     replica: str | None = None
+    traceparent: str | None = None  # W3C trace context of the handling that appended
 
 
 NO_METADATA = Metadata()

@@ -35,6 +35,7 @@ def metadata_dict(metadata: Metadata) -> dict[str, str | None]:
         "sender": metadata.sender,
         "worker": metadata.worker,
         "replica": metadata.replica,
+        "traceparent": metadata.traceparent,
     }
 
 

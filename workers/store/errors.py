@@ -12,6 +12,8 @@ Driver errors never leak: adapters translate them at the boundary with
 
 from __future__ import annotations
 
+from broker.errors import DependencyUnavailable
+
 
 class StoreError(Exception):
     """Root of everything workers/store raises."""
@@ -31,8 +33,11 @@ class ConcurrencyError(StoreError):
         return (ConcurrencyError, (self.stream, self.expected, self.actual))
 
 
-class StoreUnavailable(StoreError):
-    """The database is down, unreachable, or busy past the time-out."""
+class StoreUnavailable(StoreError, DependencyUnavailable):
+    """The database is down, unreachable, or busy past the time-out.
+
+    A ``DependencyUnavailable``: the consumer holds the delivery and retries it until
+    the store is back, instead of spending its attempts and dead-lettering it."""
 
 
 class DuplicateEventId(StoreError):

@@ -118,7 +118,13 @@ class PostgresEventStore(StoreBase):
             raise StoreError("the PostgreSQL store is not started (call start())")
         with translate():
             async with self._pool.acquire() as conn:
-                yield conn
+                try:
+                    yield conn
+                except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError):
+                    # its state is unknown (the pool's reset checks nothing): never reuse it
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+                    raise
 
     # -- appends -------------------------------------------------------------------
 

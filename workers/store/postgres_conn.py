@@ -51,6 +51,8 @@ def translate() -> Iterator[None]:
         asyncpg.SerializationError,
         asyncpg.DeadlockDetectedError,
         asyncpg.QueryCanceledError,
+        # a pooled connection left mid-operation when the server went away
+        asyncpg.InternalClientError,
         OSError,
         TimeoutError,
     ) as exc:

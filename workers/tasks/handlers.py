@@ -30,6 +30,7 @@ from contracts import (
 )
 from workers.runtime.clock import Clock
 from workers.runtime.conflicts import on_conflict_retry
+from workers.runtime.keyed_locks import KeyedLocks
 from workers.runtime.messages import load_event, metadata_for, new_event, outbox_messages
 from workers.runtime.settings import WorkerSettings
 from workers.store.base import EventStore, StreamAppend
@@ -60,6 +61,8 @@ class TaskManager:
         self.settings = settings
         self.replica = replica
         self.limits = Limits(max_result_bytes=settings.max_result_bytes)
+        # this replica's messages for one task take turns instead of racing into conflicts
+        self._streams = KeyedLocks()
         self.cache = TaskCache()
 
     def router(self) -> Router:
@@ -113,9 +116,10 @@ class TaskManager:
             self.cache.put(after)
             log.info("task.recorded", events=[type(e).__name__ for e in events], state=after.state)
 
-        await on_conflict_retry(
-            attempt, attempts=self.settings.conflict_attempts, what=f"task {cmd.task_id}"
-        )
+        async with self._streams.hold(str(cmd.task_id)):
+            await on_conflict_retry(
+                attempt, attempts=self.settings.conflict_attempts, what=f"task {cmd.task_id}"
+            )
 
     def _decide(self, task: Task, cmd: Command) -> tuple[list[Any], Task] | str | None:
         """The events and the state after them; why a report is stale; None: nothing to do."""
@@ -179,9 +183,13 @@ class TaskManager:
                 self.cache.put(after)
                 log.info("task.submitted", capability=cmd.capability, deps=len(deps))
 
-        await on_conflict_retry(
-            attempt, attempts=self.settings.conflict_attempts, what=f"submit {cmd.task_id}"
-        )
+        streams = [str(cmd.task_id), *map(str, cmd.depends_on)]
+        if cmd.idempotency_key is not None:
+            streams.append(f"key:{cmd.idempotency_key}")
+        async with self._streams.hold(*streams):
+            await on_conflict_retry(
+                attempt, attempts=self.settings.conflict_attempts, what=f"submit {cmd.task_id}"
+            )
 
     async def _key_owner(self, key: str | None) -> Task | None:
         if key is None:

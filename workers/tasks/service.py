@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.consumer import Consumer
+from broker.identity import worker_authorizer
 from workers.runtime.context import ServiceContext
 from workers.tasks.handlers import WORKER, TaskManager
 
@@ -16,7 +17,13 @@ class TasksService:
         )
         spec = ctx.conn.topology.work_queue(WORKER)
         self.consumer = Consumer(
-            ctx.conn, spec, self.manager.router(), ctx.publisher, worker=WORKER, replica=ctx.replica
+            ctx.conn,
+            spec,
+            self.manager.router(),
+            ctx.publisher,
+            worker=WORKER,
+            replica=ctx.replica,
+            authorize=worker_authorizer(ctx.publisher.user_id),
         )
 
     async def start(self) -> None:

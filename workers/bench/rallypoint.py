@@ -1,0 +1,130 @@
+"""rallypoint end to end: no-op tasks submitted by a Client, run by SDK agents, results awaited.
+
+Submit-to-result latency is timed per task, from just before ``submit`` to
+the outcome reaching the client. Saturated: ``window`` tasks in flight at
+once (a new one is submitted as each finishes) until ``tasks`` are done.
+One in flight: ``sequential`` tasks, each submitted after the last finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from broker.sdk import Client
+from workers.bench.agent_proc import CAPABILITY
+from workers.bench.fleet import FleetShape, RunningFleet, rally_fleet
+from workers.bench.memory import peak_rss_mib
+from workers.bench.pacing import pipelined
+from workers.bench.profile import Profilers
+from workers.bench.stats import percentile, rate
+
+log = structlog.get_logger(__name__)
+
+
+class TaskDidNotSucceed(RuntimeError):
+    """A no-op task ended in another state than succeeded: the figures would be wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class RallyOptions:
+    tasks: int = 10_000
+    window: int = 1_000
+    sequential: int = 200  # one in flight; 0 to skip
+    warmup: int = 200
+    timeout_s: float = 600.0
+    profile_dir: Path | None = None  # py-spy the fleet and this client while saturated
+
+
+@dataclass(frozen=True, slots=True)
+class RallyRun:
+    replicas: int
+    tasks: int
+    tasks_per_s: float
+    p50_ms: float
+    p99_ms: float
+    p50_ms_one_in_flight: float | None
+    worker_peak_rss_mib: dict[str, float]
+    agent_peak_rss_mib: dict[str, float]
+
+
+async def submit_and_wait(client: Client, i: int) -> float:
+    """One task, submit to outcome, in seconds."""
+    started = time.perf_counter()
+    handle = await client.submit(CAPABILITY, {"i": i})
+    outcome = await handle.outcome()
+    elapsed = time.perf_counter() - started
+    if outcome.state != "succeeded":
+        raise TaskDidNotSucceed(f"task {handle.task_id} ended {outcome.state}: {outcome.error}")
+    return elapsed
+
+
+async def saturated(client: Client, tasks: int, window: int) -> tuple[float, list[float]]:
+    """Tasks per second with ``window`` in flight, and every task's latency."""
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        latencies.append(await submit_and_wait(client, i))
+
+    started = time.perf_counter()
+    await pipelined(tasks, window, one)
+    return rate(tasks, time.perf_counter() - started), latencies
+
+
+async def one_in_flight(client: Client, tasks: int) -> list[float]:
+    return [await submit_and_wait(client, i) for i in range(tasks)]
+
+
+def _peaks(pids: dict[str, int]) -> dict[str, float]:
+    peaks = {name: peak_rss_mib(pid) for name, pid in pids.items()}
+    return {name: round(mib, 1) for name, mib in peaks.items() if mib is not None}
+
+
+async def measure(fleet: RunningFleet, options: RallyOptions, replicas: int) -> RallyRun:
+    client = fleet.client
+
+    async def warm(i: int) -> None:
+        await submit_and_wait(client, -1 - i)
+
+    await pipelined(options.warmup, options.window, warm)
+    fleet.check_alive()
+    profiling: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if options.profile_dir is not None:
+        pids = {**fleet.worker_pids(), **fleet.agent_pids(), "client": os.getpid()}
+        profiling = Profilers(options.profile_dir, pids)
+    with profiling:
+        tasks_per_s, latencies = await saturated(client, options.tasks, options.window)
+    # VmHWM is the peak so far: read right after the load, while the processes live
+    workers, agents = _peaks(fleet.worker_pids()), _peaks(fleet.agent_pids())
+    sequential = await one_in_flight(client, options.sequential) if options.sequential else []
+    fleet.check_alive()
+    return RallyRun(
+        replicas=replicas,
+        tasks=options.tasks,
+        tasks_per_s=tasks_per_s,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+        p50_ms_one_in_flight=percentile(sequential, 50) * 1000 if sequential else None,
+        worker_peak_rss_mib=workers,
+        agent_peak_rss_mib=agents,
+    )
+
+
+async def run_rallypoint(amqp_url: str, shape: FleetShape, options: RallyOptions) -> RallyRun:
+    """One run on a fresh fleet (namespace, store, processes), torn down afterwards."""
+    async with rally_fleet(amqp_url, shape) as fleet:
+        try:
+            return await asyncio.wait_for(
+                measure(fleet, options, shape.replicas), options.timeout_s
+            )
+        except TimeoutError:
+            raise TimeoutError(
+                f"rallypoint run did not finish within {options.timeout_s:.0f}s "
+                f"({options.tasks} tasks, {shape.replicas} replica(s))"
+            ) from None

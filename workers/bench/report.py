@@ -1,0 +1,260 @@
+"""The runs of one bench, turned into the one JSON object `rally bench --json` prints.
+
+Every figure is the median of its runs, with ``<figure>_min`` and
+``<figure>_max`` beside it and the runs themselves under ``runs``. A part that
+was skipped or failed keeps all its keys, with ``null`` figures, so readers of
+the JSON never need to test for a key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from workers.bench.celery_peer import CeleryRun
+from workers.bench.floor import BODY_BYTES, QUEUE_TYPE, FloorRun
+from workers.bench.options import BenchOptions
+from workers.bench.rallypoint import RallyRun
+from workers.bench.stats import Spread
+from workers.store.bench import BenchResult
+
+FLOOR_FIGURES = (
+    "publish_msgs_per_s",
+    "consume_msgs_per_s",
+    "roundtrip_msgs_per_s",
+    "p50_ms",
+    "p99_ms",
+    "p50_ms_one_in_flight",
+)
+RALLY_FIGURES = ("tasks_per_s", "p50_ms", "p99_ms", "p50_ms_one_in_flight")
+STORE_FIGURES = ("single_per_s", "batch_per_s", "group_per_s")
+STORE_ADAPTERS = ("sqlite", "postgres")
+
+# the issue's targets for this 2-core machine: reported, never asserted
+TARGET_RALLY_VS_CELERY = 2.0
+TARGET_RALLY_VS_FLOOR = 0.5
+TARGET_P50_ONE_IN_FLIGHT_MS = 5.0
+TARGET_WORKER_MIB = 100.0
+TARGET_AGENT_MIB = 60.0
+
+
+@dataclass
+class Collected:
+    """Everything measured, as it was measured; the report is computed from this."""
+
+    floor: list[FloorRun] = field(default_factory=list)
+    rallypoint: list[RallyRun] = field(default_factory=list)
+    celery: list[CeleryRun] = field(default_factory=list)
+    scaling: dict[int, list[RallyRun]] = field(default_factory=dict)
+    store: list[list[BenchResult]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def spread(name: str, values: Iterable[float | None], digits: int = 1) -> dict[str, float | None]:
+    """``{name: median, name_min: ..., name_max: ...}`` of the runs that have the figure."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return {name: None, f"{name}_min": None, f"{name}_max": None}
+    s = Spread.of(known)
+    return {
+        name: round(s.median, digits),
+        f"{name}_min": round(s.min, digits),
+        f"{name}_max": round(s.max, digits),
+    }
+
+
+def _figures(runs: Sequence[Any], names: Sequence[str], digits: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        out |= spread(name, (getattr(r, name) for r in runs), digits)
+    return out
+
+
+def _rounded(run: Any, digits: int = 2) -> dict[str, Any]:
+    return {k: round(v, digits) if isinstance(v, float) else v for k, v in asdict(run).items()}
+
+
+def floor_section(runs: list[FloorRun], options: BenchOptions) -> dict[str, Any]:
+    return {
+        "queue_type": QUEUE_TYPE,
+        "messages": options.tasks,
+        "window": options.floor_window,
+        "body_bytes": BODY_BYTES,
+        "responder": "separate OS process",
+        **_figures(runs, FLOOR_FIGURES),
+        "runs": [_rounded(r) for r in runs],
+    }
+
+
+def rally_section(runs: list[RallyRun], options: BenchOptions) -> dict[str, Any]:
+    return {
+        "tasks": options.tasks,
+        "window": options.window,
+        "sequential": options.sequential,
+        "replicas": options.replicas,
+        "agents": options.agents,
+        "agent_capacity": options.agent_capacity,
+        "store": store_kind(options.store_url),
+        "workers": "separate OS processes (python -m workers.runtime.process)",
+        **_figures(runs, RALLY_FIGURES),
+        "runs": [_rally_run(r) for r in runs],
+    }
+
+
+def _rally_run(run: RallyRun) -> dict[str, Any]:
+    keep = ("replicas", "tasks", *RALLY_FIGURES)
+    return {k: v for k, v in _rounded(run).items() if k in keep}
+
+
+def celery_section(runs: list[CeleryRun], options: BenchOptions) -> dict[str, Any]:
+    return {
+        "tasks": options.tasks,
+        "pool": options.celery_pool,
+        "concurrency": runs[0].concurrency if runs else options.celery_concurrency,
+        "broker": "pyamqp",
+        "confirm_publish": True,
+        "result_backend": "rpc",
+        "queue_type": "classic (Celery's default)",
+        "client": "Celery's, one thread: publish all, then await every result",
+        **spread("tasks_per_s", (r.tasks_per_s for r in runs)),
+        "runs": [_rounded(r) for r in runs],
+    }
+
+
+def scaling_section(scaling: dict[int, list[RallyRun]], options: BenchOptions) -> dict[str, Any]:
+    points = [
+        {
+            "replicas": replicas,
+            **spread("tasks_per_s", (r.tasks_per_s for r in scaling.get(replicas, []))),
+            "runs": [round(r.tasks_per_s, 2) for r in scaling.get(replicas, [])],
+        }
+        for replicas in options.scaling
+    ]
+    return {"tasks": options.tasks, "replicas": list(options.scaling), "points": points}
+
+
+def store_section(runs: list[list[BenchResult]], options: BenchOptions) -> dict[str, Any]:
+    section: dict[str, Any] = {}
+    for adapter in STORE_ADAPTERS:
+        results = [r for run in runs for r in run if r.adapter == adapter]
+        section[adapter] = _figures(results, STORE_FIGURES, digits=0)
+    section["unit"] = "events appended per second"
+    section["postgres_url"] = options.pg_url and _redacted(options.pg_url)
+    return section
+
+
+def memory_section(
+    rally: list[RallyRun], celery: list[CeleryRun], options: BenchOptions
+) -> dict[str, Any]:
+    measured = options.runs_part("memory")
+    by_worker: dict[str, float | None] = {}
+    for worker in ("registry", "tasks", "allocator"):
+        peaks = [
+            mib
+            for run in rally
+            for name, mib in run.worker_peak_rss_mib.items()
+            if name.startswith(f"{worker}-")
+        ]
+        by_worker[worker] = max(peaks) if peaks and measured else None
+    agents = [mib for run in rally for mib in run.agent_peak_rss_mib.values()]
+    known_workers = [v for v in by_worker.values() if v is not None]
+    celery_peaks = [r.worker_peak_rss_mib for r in celery if r.worker_peak_rss_mib is not None]
+    return {
+        "worker_replica_peak_rss_mib": max(known_workers) if known_workers else None,
+        "agent_peak_rss_mib": max(agents) if agents and measured else None,
+        "by_worker": by_worker,
+        "celery_worker_peak_rss_mib": max(celery_peaks) if celery_peaks and measured else None,
+        "measure": "VmHWM (peak RSS) from /proc/<pid>/status, read after the saturated run",
+    }
+
+
+def ratios_section(report: dict[str, Any]) -> dict[str, float | None]:
+    rally = report["rallypoint"]["tasks_per_s"]
+    celery = report["celery"]["tasks_per_s"]
+    floor = report["floor"]["roundtrip_msgs_per_s"]
+    return {
+        "rallypoint_vs_celery": _ratio(rally, celery),
+        "rallypoint_vs_floor_roundtrip": _ratio(rally, floor),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def targets_section(report: dict[str, Any]) -> list[dict[str, Any]]:
+    ratios, rally, memory = report["ratios"], report["rallypoint"], report["memory"]
+    rows = (
+        ("rallypoint/celery tasks/s", ">=", TARGET_RALLY_VS_CELERY, ratios["rallypoint_vs_celery"]),
+        (
+            "rallypoint tasks/s / floor round trips/s",
+            ">=",
+            TARGET_RALLY_VS_FLOOR,
+            ratios["rallypoint_vs_floor_roundtrip"],
+        ),
+        (
+            "rallypoint p50 ms, one in flight",
+            "<=",
+            TARGET_P50_ONE_IN_FLIGHT_MS,
+            rally["p50_ms_one_in_flight"],
+        ),
+        (
+            "worker replica peak RSS MiB",
+            "<=",
+            TARGET_WORKER_MIB,
+            memory["worker_replica_peak_rss_mib"],
+        ),
+        ("agent peak RSS MiB", "<=", TARGET_AGENT_MIB, memory["agent_peak_rss_mib"]),
+    )
+    return [
+        {
+            "name": name,
+            "target": f"{op} {target:g}",
+            "value": value,
+            "met": None if value is None else (value >= target if op == ">=" else value <= target),
+        }
+        for name, op, target, value in rows
+    ]
+
+
+def store_kind(url: str | None) -> str:
+    return "sqlite" if url is None or url.startswith("sqlite") else "postgresql"
+
+
+def options_section(options: BenchOptions) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(options).items() if k not in ("skip", "out", "scratch")}
+    out["skip"] = sorted(options.skip)
+    out["out"] = str(options.out)
+    out["profile"] = str(options.profile) if options.profile else None
+    out["scaling"] = list(options.scaling)
+    out["amqp_url"] = _redacted(options.amqp_url)
+    out["store_url"] = options.store_url and _redacted(options.store_url)
+    out["pg_url"] = options.pg_url and _redacted(options.pg_url)
+    return out
+
+
+def _redacted(url: str) -> str:
+    from broker.connection import redact
+
+    return redact(url)
+
+
+def build_report(
+    collected: Collected, options: BenchOptions, machine: dict[str, Any], timing: dict[str, Any]
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        **timing,
+        "floor": floor_section(collected.floor, options),
+        "rallypoint": rally_section(collected.rallypoint, options),
+        "celery": celery_section(collected.celery, options),
+        "scaling": scaling_section(collected.scaling, options),
+        "store": store_section(collected.store, options),
+        "memory": memory_section(collected.rallypoint, collected.celery, options),
+    }
+    report["ratios"] = ratios_section(report)
+    report["targets"] = targets_section(report)
+    report["machine"] = machine
+    report["options"] = options_section(options)
+    report["errors"] = list(collected.errors)
+    return report

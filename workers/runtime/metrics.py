@@ -1,0 +1,277 @@
+"""The workers' metrics: store append latency, placement latency, and gauges of their views.
+
+Message counters and queue gauges come from ``broker.metrics`` (every consumer
+has them); this module adds what only workers know:
+
+- ``rally_store_append_seconds``: every append a handler makes, timed around
+  the store the service was given (:class:`TimedStore`, wrapped by the runner).
+- ``rally_placement_seconds``: from the moment a task could be placed (submitted
+  ready, dependencies done, put back to pending) to its ``TaskAssigned``, both
+  times as the store recorded them; observed by the allocator replica that
+  placed it (:class:`PlacementMetrics`, fed the records the allocator reads).
+- ``rally_tasks``, ``rally_agents``, ``rally_resource_*``: read at scrape time
+  from the projections the active allocator and registry already hold. A
+  standby replica reports none: its view is not kept current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+from collections import Counter as Tally
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Histogram
+
+from broker.metrics import LABELS, REGISTRY, Exposure, Sample, ScrapeGauges, expose
+from workers.runtime.context import ServiceContext
+from workers.store.base import (
+    NO_METADATA,
+    AppendResult,
+    EventStore,
+    Metadata,
+    NewEvent,
+    OutboxMessage,
+    RecordedEvent,
+    StreamAppend,
+)
+from workers.store.errors import ConcurrencyError
+
+if TYPE_CHECKING:
+    from workers.allocator.handlers import Allocator
+    from workers.registry.handlers import Registry
+    from workers.runtime.services import Running
+
+TASK_STATES = ("pending", "assigned", "running", "failed", "succeeded", "cancelled", "dead")
+AGENT_STATES = ("live", "draining", "lost", "left")
+ENDED = {"TaskSucceeded": "succeeded", "TaskCancelled": "cancelled", "TaskDead": "dead"}
+PLACEABLE_AGAIN = frozenset({"TaskReady", "TaskRequeued"})
+
+STORE_APPEND_SECONDS = Histogram(
+    "rally_store_append_seconds",
+    "Time one append took as a handler saw it (group commit included).",
+    LABELS,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+STORE_CONFLICTS = Counter(
+    "rally_store_append_conflicts",
+    "Appends refused because another writer moved the stream first (decided again).",
+    LABELS,
+    registry=REGISTRY,
+)
+PLACEMENT_SECONDS = Histogram(
+    "rally_placement_seconds",
+    "From a task becoming placeable (ready, or back to pending) to its assignment.",
+    LABELS,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
+    registry=REGISTRY,
+)
+WORKER_GAUGES = ScrapeGauges(
+    {
+        "rally_tasks": ("Tasks by state (the active allocator's view).", (*LABELS, "state")),
+        "rally_agents": ("Agents by state (the active registry's view).", (*LABELS, "state")),
+        "rally_resource_capacity": ("Units of a resource.", (*LABELS, "resource")),
+        "rally_resource_leases": ("Leases held on a resource.", (*LABELS, "resource")),
+        "rally_resource_utilisation_ratio": (
+            "Leases held over capacity, per resource (0 when it has no capacity).",
+            (*LABELS, "resource"),
+        ),
+    }
+)
+
+
+# ---- the store, timed ----
+
+
+class TimedStore:
+    """An ``EventStore`` that times every append of the store it wraps; the rest passes through."""
+
+    def __init__(self, store: EventStore, *, worker: str, replica: str) -> None:
+        self.store = store
+        self._seconds = STORE_APPEND_SECONDS.labels(worker, replica)
+        self._conflicts = STORE_CONFLICTS.labels(worker, replica)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)  # leases and whatever else the wrapped store offers
+
+    async def append(
+        self,
+        stream: str,
+        expected_version: int | None,
+        events: Sequence[NewEvent],
+        *,
+        metadata: Metadata = NO_METADATA,
+        idempotency_key: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> AppendResult:
+        started = time.perf_counter()
+        try:
+            return await self.store.append(
+                stream,
+                expected_version,
+                events,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                outbox=outbox,
+            )
+        except ConcurrencyError:
+            self._conflicts.inc()
+            raise
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+
+    async def append_many(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        metadata: Metadata = NO_METADATA,
+        idempotency_key: str | None = None,
+        outbox: Sequence[OutboxMessage] = (),
+    ) -> AppendResult:
+        started = time.perf_counter()
+        try:
+            return await self.store.append_many(
+                appends, metadata=metadata, idempotency_key=idempotency_key, outbox=outbox
+            )
+        except ConcurrencyError:
+            self._conflicts.inc()
+            raise
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        return await self.store.read(stream, from_version)
+
+    async def stream_version(self, stream: str) -> int:
+        return await self.store.stream_version(stream)
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
+    ) -> list[RecordedEvent]:
+        return await self.store.read_all(from_position, limit, stream_prefix=stream_prefix)
+
+    async def last_position(self) -> int:
+        return await self.store.last_position()
+
+    async def save_snapshot(self, stream: str, version: int, state: Mapping[str, Any]) -> None:
+        await self.store.save_snapshot(stream, version, state)
+
+    async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None:
+        return await self.store.load_snapshot(stream)
+
+
+def timed(ctx: ServiceContext, worker: str) -> ServiceContext:
+    """The service context with its store timed under this worker's labels."""
+    store = TimedStore(ctx.store, worker=worker, replica=ctx.replica)
+    return dataclasses.replace(ctx, store=store)
+
+
+# ---- placement latency, and the tasks that ended ----
+
+
+class PlacementMetrics:
+    """Fed every record the allocator reads; times the placements this allocator made.
+
+    Keeps, per open task, when it last became placeable (the record's time);
+    on a ``TaskAssigned`` this allocator appended (``placed``), observes the
+    gap. Ended tasks are counted by state, for ``rally_tasks``.
+    """
+
+    def __init__(self, replica: str, *, worker: str = "allocator") -> None:
+        self._seconds = PLACEMENT_SECONDS.labels(worker, replica)
+        self.placeable_since: dict[str, datetime] = {}  # task id → time
+        self.ended: Tally[str] = Tally()
+        self._mine: set[str] = set()
+
+    def saw(self, record: RecordedEvent) -> None:
+        kind = record.type
+        if not kind.startswith("Task"):
+            return
+        task_id = str(record.data.get("task_id"))
+        if kind == "TaskSubmitted":
+            if record.data.get("ready"):
+                self.placeable_since[task_id] = record.recorded_at
+        elif kind in PLACEABLE_AGAIN:
+            self.placeable_since[task_id] = record.recorded_at
+        elif kind == "TaskAssigned":
+            since = self.placeable_since.pop(task_id, None)
+            if task_id in self._mine:
+                self._mine.discard(task_id)
+                if since is not None:
+                    self._seconds.observe(max(0.0, (record.recorded_at - since).total_seconds()))
+        elif kind in ENDED:
+            self.placeable_since.pop(task_id, None)
+            self.ended[ENDED[kind]] += 1
+
+    def placed(self, appends: Mapping[str, tuple[int, Sequence[Any]]]) -> None:
+        """These appends (a committed plan) came from this allocator: time their assignments."""
+        for _, events in appends.values():
+            for event in events:
+                if type(event).__name__ == "TaskAssigned":
+                    self._mine.add(str(event.task_id))
+
+
+# ---- gauges from the views ----
+
+
+def allocator_samples(allocator: Allocator) -> Iterator[Sample]:
+    if not allocator.active:
+        return
+    labels = ("allocator", allocator.replica)
+    counts: Tally[str] = Tally(task.state for task in allocator.view.tasks.values())
+    counts.update(allocator.placement_metrics.ended)
+    for state in TASK_STATES:
+        yield "rally_tasks", (*labels, state), float(counts[state])
+    for view in list(allocator.view.resources.values()):
+        held = len(view.holders)
+        yield "rally_resource_capacity", (*labels, view.name), float(view.capacity)
+        yield "rally_resource_leases", (*labels, view.name), float(held)
+        ratio = held / view.capacity if view.capacity > 0 else 0.0
+        yield "rally_resource_utilisation_ratio", (*labels, view.name), ratio
+
+
+def registry_samples(registry: Registry) -> Iterator[Sample]:
+    if not registry.active:
+        return
+    counts: Tally[str] = Tally(agent.status for agent in registry.agents.values())
+    for state in AGENT_STATES:
+        yield "rally_agents", ("registry", registry.replica, state), float(counts[state])
+
+
+@contextlib.asynccontextmanager
+async def expose_worker(
+    running: Running, port: int | None, *, host: str | None = None
+) -> AsyncIterator[Exposure]:
+    """Serve this replica's metrics on ``port`` (None: not at all) while the block runs."""
+    from workers.allocator.service import AllocatorService
+    from workers.registry.service import RegistryService
+
+    exposure = Exposure()
+    try:
+        if port is not None:
+            consumers = []
+            for service in running.services.values():
+                consumer = getattr(service, "consumer", None)
+                if consumer is not None:
+                    consumers.append(consumer)
+                if isinstance(service, AllocatorService):
+                    source = functools.partial(allocator_samples, service.allocator)
+                    exposure.on_close(WORKER_GAUGES.attach(source))
+                if isinstance(service, RegistryService):
+                    source = functools.partial(registry_samples, service.registry)
+                    exposure.on_close(WORKER_GAUGES.attach(source))
+            await expose(exposure, port, running.conn, consumers, host=host)
+        yield exposure
+    finally:
+        await exposure.close()
