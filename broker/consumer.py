@@ -47,6 +47,7 @@ T = TypeVar("T")
 class _LeftUnacked(Exception):
     """Stopping while a dependency is down: the delivery goes back to the broker unacked."""
 
+
 # Fault injection, for tests only (off by default): RALLY_FAULT_EXIT_AFTER_APPEND=n makes the
 # process die like a SIGKILL after its nth handled delivery: the handler's append is committed,
 # the delivery not yet acked. tests/faults/test_worker_crashes.py shows nothing is applied twice.
@@ -107,9 +108,7 @@ class Consumer:
 
     async def start(self) -> Consumer:
         self._channel = await self.conn.channel(confirms=False, prefetch=self.prefetch)
-        self._queue = await declare_queue(
-            self.conn, self._channel, self.spec, passive=self.passive
-        )
+        self._queue = await declare_queue(self.conn, self._channel, self.spec, passive=self.passive)
         if self.batch_handler is not None:
             self._batch_task = asyncio.create_task(
                 self._batch_loop(), name=f"batch:{self.spec.name}"
@@ -406,9 +405,7 @@ class Consumer:
         try:
             incomings = [incoming for incoming, _ in items]
             batch_handler = self.batch_handler
-            found = await self._until_available(
-                lambda: self.tracer.batch(batch_handler, incomings)
-            )
+            found = await self._until_available(lambda: self.tracer.batch(batch_handler, incomings))
             failures = found or {}
         except _LeftUnacked:
             return

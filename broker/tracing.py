@@ -53,8 +53,8 @@ RECENT_LIMIT = 10_000  # hops remembered by correlation id, for batch consumers'
 SAMPLED = "01"
 
 _HEADER = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE = "0" * 32
 _HEX_OR_DASH = frozenset("0123456789abcdef-")
+_ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
 

@@ -65,9 +65,7 @@ async def test_frozen_agent_loses_its_work_and_its_late_results_are_fenced_off(
         h.assert_no_crash()
     late_ids = {str(e.id) for e in late}
     traces = [e for e in history if e.metadata.get("message_id") in late_ids]
-    winners = {
-        str(e.data["task_id"]): e.data for e in history if e.type == "TaskSucceeded"
-    }
+    winners = {str(e.data["task_id"]): e.data for e in history if e.type == "TaskSucceeded"}
     record(
         {
             **verdict.counts,
@@ -82,9 +80,7 @@ async def test_frozen_agent_loses_its_work_and_its_late_results_are_fenced_off(
         won = winners[task_id]
         assert won["agent_id"] != FROZEN, f"task {task_id} succeeded by the frozen agent"
         assert won["attempt"] > attempt  # placed elsewhere, as a new attempt
-        assigned = [
-            e for e in history if e.type == "TaskAssigned" and e.data["task_id"] == task_id
-        ]
+        assigned = [e for e in history if e.type == "TaskAssigned" and e.data["task_id"] == task_id]
         assert assigned[-1].data["fencing_token"] != token
     assert verdict.problems() == []
     assert verdict.ledger.terminal == verdict.ledger.accepted == 40

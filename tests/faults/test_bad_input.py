@@ -75,7 +75,10 @@ def oversized() -> bytes:
 BAD: dict[str, tuple[bytes, str]] = {
     "malformed": (b'{"type": "SubmitTask", "version": 1,', "malformed"),
     "not-an-object": (b'["SubmitTask"]', "malformed"),
-    "invalid": (json.dumps(envelope_json("SubmitTask", 1, {"priority": "high"})).encode(), "invalid"),
+    "invalid": (
+        json.dumps(envelope_json("SubmitTask", 1, {"priority": "high"})).encode(),
+        "invalid",
+    ),
     "unknown-type": (json.dumps(envelope_json("TeleportTask", 1, {})).encode(), "unknown_type"),
     "unknown-version": (
         json.dumps(envelope_json("RegisterAgent", 99, {"agent_id": "x"})).encode(),
@@ -170,7 +173,9 @@ json_leaf = (
 )
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=10,
 )
 envelopes = st.fixed_dictionaries(
@@ -268,4 +273,3 @@ def _decodes(body: bytes) -> bool:
     except ContractError:
         return False
     return True
-

@@ -36,14 +36,14 @@ async def test_broker_stopped_started_and_connections_closed_under_load(
         await h.start(agents=AGENTS)
         stop = asyncio.Event()
         load = asyncio.create_task(h.workload.steady(stop, per_second=40, limit=400))
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         await asyncio.to_thread(private_rabbit.stop_app)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.5)
         await asyncio.to_thread(private_rabbit.start_app)
         for _ in range(3):
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.0)
             await asyncio.to_thread(private_rabbit.close_all_connections)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         stop.set()
         await load
         verdict = await h.settle(timeout=120)

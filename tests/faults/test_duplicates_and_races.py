@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from broker.publisher import Publisher
 from contracts import (
@@ -34,7 +36,7 @@ from tests.support.hand import Hand, scripted_agent
 from tests.support.harness import Harness
 from tests.support.workload import FAST_BACKOFF
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 COPIES = 5
 
@@ -44,10 +46,7 @@ async def send_copies(publishers: list[Publisher], envelope: Envelope[Any]) -> N
     key = f"{envelope.payload.route}.{envelope.type}"
     topology = publishers[0].topology
     await asyncio.gather(
-        *(
-            p.publish(envelope, exchange=topology.commands, routing_key=key)
-            for p in publishers
-        )
+        *(p.publish(envelope, exchange=topology.commands, routing_key=key) for p in publishers)
     )
 
 
@@ -68,63 +67,72 @@ async def publishers(h: Harness, sender: str) -> list[Publisher]:
     return [await Publisher(h.conn, sender=sender).start() for _ in range(COPIES)]
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fleet(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+    """One fleet for both tests: each judges only the work it sent (Workload.next)."""
+    base: Path = tmp_path_factory.mktemp("races")
+    async with Harness(
+        amqp_url=amqp_url, store_url=f"sqlite:///{base}/rally.db", log_dir=base / "logs"
+    ) as harness:
+        await harness.start(agents=AGENTS)
+        yield harness
+
+
 async def test_the_same_command_many_times_at_once_has_exactly_one_effect(
-    amqp_url: str,
-    sqlite_url: str,
-    harness: Callable[..., Harness],
-    record: Callable[[dict[str, Any]], None],
+    fleet: Harness, record: Callable[[dict[str, Any]], None]
 ) -> None:
     started = time.monotonic()
-    async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
-        await h.start(agents=AGENTS)
-        hand = await scripted_agent(h)
-        try:
-            senders = await publishers(h, h.client.client_id)
-            submits = [
-                Envelope.wrap(
-                    SubmitTask(
-                        capability="work",
-                        payload={"ms": 10},
-                        max_attempts=10,
-                        backoff=FAST_BACKOFF,
-                        reply_to=h.client.client_id,
-                    ),
-                    sender=h.client.client_id,
-                )
-                for _ in range(60)
-            ]
-            manual = Envelope.wrap(
-                SubmitTask(capability="manual", reply_to=h.client.client_id),
+    h = fleet
+    h.workload = h.workload.next()
+    hand = await scripted_agent(h, "hand-7")
+    try:
+        senders = await publishers(h, h.client.client_id)
+        submits = [
+            Envelope.wrap(
+                SubmitTask(
+                    capability="work",
+                    payload={"ms": 10},
+                    max_attempts=10,
+                    backoff=FAST_BACKOFF,
+                    reply_to=h.client.client_id,
+                ),
                 sender=h.client.client_id,
             )
-            await asyncio.gather(*(send_copies(senders, e) for e in [*submits, manual]))
-            h.workload.accepted |= {e.payload.task_id for e in [*submits, manual]}
-            assign = await asyncio.wait_for(hand.assigned.get(), 20)
-            agent_senders = await publishers(h, hand.agent.agent_id)
+            for _ in range(60)
+        ]
+        manual = Envelope.wrap(
+            SubmitTask(capability="manual", reply_to=h.client.client_id),
+            sender=h.client.client_id,
+        )
+        await asyncio.gather(*(send_copies(senders, e) for e in [*submits, manual]))
+        h.workload.accepted |= {e.payload.task_id for e in [*submits, manual]}
+        assign = await asyncio.wait_for(hand.assigned.get(), 20)
+        agent_senders = await publishers(h, hand.agent.agent_id)
 
-            def wrap(message: Message) -> Envelope[Any]:
-                return Envelope.wrap(message, sender=hand.agent.agent_id)
+        def wrap(message: Message) -> Envelope[Any]:
+            return Envelope.wrap(message, sender=hand.agent.agent_id)
 
-            await send_copies(agent_senders, wrap(report(hand, assign, ReportTaskStarted)))
-            await asyncio.gather(
-                *(
-                    send_copies(
-                        agent_senders,
-                        wrap(report(hand, assign, ReportTaskProgress, progress=i / 20)),
-                    )
-                    for i in range(20)
+        await send_copies(agent_senders, wrap(report(hand, assign, ReportTaskStarted)))
+        await asyncio.gather(
+            *(
+                send_copies(
+                    agent_senders,
+                    wrap(report(hand, assign, ReportTaskProgress, progress=i / 20)),
                 )
+                for i in range(20)
             )
-            stream = f"task-{assign.task_id}"
-            await h.history.wait_for(stream, "TaskProgressed", count=20)
-            done = wrap(report(hand, assign, ReportTaskSucceeded, result={"ok": True}))
-            await send_copies(agent_senders, done)
-            verdict = await h.settle(timeout=60)
-        finally:
-            await hand.agent.stop()
-        h.assert_no_crash()
-        manual_types = [e.type for e in h.history.stream(stream)]
-        submitted = h.history.of_type("TaskSubmitted")
+        )
+        stream = f"task-{assign.task_id}"
+        await h.history.wait_for(stream, "TaskProgressed", count=20)
+        done = wrap(report(hand, assign, ReportTaskSucceeded, result={"ok": True}))
+        await send_copies(agent_senders, done)
+        verdict = await h.settle(timeout=60)
+    finally:
+        await hand.close()
+    h.assert_no_crash()
+    manual_types = [e.type for e in h.history.stream(stream)]
+    ours = {str(t) for t in h.workload.accepted}
+    submitted = [e for e in h.history.of_type("TaskSubmitted") if e.data["task_id"] in ours]
     record(
         {
             **verdict.counts,
@@ -148,42 +156,39 @@ PROGRESS = 50
 
 
 async def test_replicas_racing_on_one_aggregate_keep_versions_contiguous_and_lose_nothing(
-    amqp_url: str,
-    sqlite_url: str,
-    harness: Callable[..., Harness],
-    record: Callable[[dict[str, Any]], None],
+    fleet: Harness, record: Callable[[dict[str, Any]], None]
 ) -> None:
     started = time.monotonic()
-    async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
-        await h.start(agents=AGENTS)
-        hand = await scripted_agent(h)
-        try:
-            root = await h.workload.submit_one(capability="manual")
-            assert root is not None
-            stream = f"task-{root}"
-            assign = await asyncio.wait_for(hand.assigned.get(), 20)
-            await hand.agent.report(assign, "started")
-            await h.history.wait_for(stream, "TaskStarted")
-            # every submit appends DependentAdded to the root's stream: 100 racing appends
-            gate = asyncio.Semaphore(DEPENDENTS)
+    h = fleet
+    h.workload = h.workload.next()
+    hand = await scripted_agent(h, "hand-8")
+    try:
+        root = await h.workload.submit_one(capability="manual")
+        assert root is not None
+        stream = f"task-{root}"
+        assign = await asyncio.wait_for(hand.assigned.get(), 20)
+        await hand.agent.report(assign, "started")
+        await h.history.wait_for(stream, "TaskStarted")
+        # every submit appends DependentAdded to the root's stream: 100 racing appends
+        gate = asyncio.Semaphore(DEPENDENTS)
 
-            async def dependent() -> None:
-                async with gate:
-                    await h.workload.submit_one(depends_on=[root], payload={"ms": 5})
+        async def dependent() -> None:
+            async with gate:
+                await h.workload.submit_one(depends_on=[root], payload={"ms": 5})
 
-            progress = [
-                hand.agent.send(report(hand, assign, ReportTaskProgress, progress=i / PROGRESS))
-                for i in range(PROGRESS)
-            ]
-            await asyncio.gather(*(dependent() for _ in range(DEPENDENTS)), *progress)
-            await h.history.wait_for(stream, "DependentAdded", count=DEPENDENTS, timeout=60)
-            await h.history.wait_for(stream, "TaskProgressed", count=PROGRESS, timeout=60)
-            await hand.agent.report(assign, "succeeded", result={"root": True})
-            verdict = await h.settle(timeout=90)
-        finally:
-            await hand.agent.stop()
-        h.assert_no_crash()
-        root_events = h.history.stream(stream)
+        progress = [
+            hand.agent.send(report(hand, assign, ReportTaskProgress, progress=i / PROGRESS))
+            for i in range(PROGRESS)
+        ]
+        await asyncio.gather(*(dependent() for _ in range(DEPENDENTS)), *progress)
+        await h.history.wait_for(stream, "DependentAdded", count=DEPENDENTS, timeout=60)
+        await h.history.wait_for(stream, "TaskProgressed", count=PROGRESS, timeout=60)
+        await hand.agent.report(assign, "succeeded", result={"root": True})
+        verdict = await h.settle(timeout=90)
+    finally:
+        await hand.close()
+    h.assert_no_crash()
+    root_events = h.history.stream(stream)
     versions = [e.version for e in root_events]
     types = [e.type for e in root_events]
     record(
@@ -201,5 +206,3 @@ async def test_replicas_racing_on_one_aggregate_keep_versions_contiguous_and_los
     assert verdict.problems() == []
     assert verdict.ledger.terminal == verdict.ledger.accepted == DEPENDENTS + 1
     assert verdict.report.terminal["TaskSucceeded"] == DEPENDENTS + 1
-
-

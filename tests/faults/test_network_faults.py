@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 HEARTBEAT_S = 1
 GRACE_S = (HEARTBEAT_S + 1) * 3  # aio-pika's allowance for missed heartbeats
-HOLE_S = GRACE_S + 4.0
+HOLE_S = GRACE_S + 3.0
 
 
 def first_after(times: list[float], moment: float) -> float | None:
@@ -59,12 +59,12 @@ async def test_cut_and_blackholed_links_are_detected_and_reconnected_losing_noth
         stop = asyncio.Event()
         load = asyncio.create_task(h.workload.steady(stop, per_second=30, limit=450))
 
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         cut_at = time.monotonic()
         proxy.cut()
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.0)
         proxy.restore()
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.0)
 
         links_before_hole = proxy.accepted
         hole_at = time.monotonic()
@@ -73,7 +73,7 @@ async def test_cut_and_blackholed_links_are_detected_and_reconnected_losing_noth
         restored_at = time.monotonic()
         proxy.restore()
         mark = (await h.history.refresh())[-1].position
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(2.0)
         stop.set()
         await load
         verdict = await h.settle(timeout=90)
@@ -97,9 +97,11 @@ async def test_cut_and_blackholed_links_are_detected_and_reconnected_losing_noth
             "seconds": round(time.monotonic() - started, 1),
         }
     )
-    assert cut_seen is not None and cut_seen - cut_at < 1.0
+    assert cut_seen is not None
+    assert cut_seen - cut_at < 1.0
     # found by the heartbeat, while the link was still black-holed
-    assert hole_seen is not None and hole_seen < restored_at
+    assert hole_seen is not None
+    assert hole_seen < restored_at
     assert hole_seen - hole_at <= GRACE_S + 2.0
     assert proxy.accepted > links_before_hole  # the client and the far agents came back
     assert far_work_after  # and the far agents work again

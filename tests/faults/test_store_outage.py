@@ -11,21 +11,29 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+import contracts as c
+from broker.connection import BrokerConnection
+from broker.consumer import Consumer
 from broker.inspect import queue_stats
+from broker.publisher import Publisher
+from broker.router import Incoming, Router
 from tests.faults.conftest import AGENTS
+from tests.support.amqp import depth, eventually
 from tests.support.harness import Harness
 from tests.support.services import PrivatePostgres
+from workers.store import StoreUnavailable
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-OUTAGE_S = 6.0
+OUTAGE_S = 4.0  # far past the ~1.5 s in which failing deliveries used to run out of attempts
 
 
+@pytest.mark.postgres
 async def test_store_down_for_a_while_delays_work_but_loses_none(
     amqp_url: str,
     private_pg: PrivatePostgres,
@@ -38,13 +46,13 @@ async def test_store_down_for_a_while_delays_work_but_loses_none(
         await h.start(agents=AGENTS)
         stop = asyncio.Event()
         load = asyncio.create_task(h.workload.steady(stop, per_second=30, limit=400))
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.5)
         await asyncio.to_thread(private_pg.halt)
         try:
             await asyncio.sleep(OUTAGE_S)
         finally:
             await asyncio.to_thread(private_pg.resume)
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.5)
         stop.set()
         await load
         verdict = await h.settle(timeout=120)
@@ -65,3 +73,57 @@ async def test_store_down_for_a_while_delays_work_but_loses_none(
     assert verdict.ledger.accepted >= 200
     assert verdict.ledger.terminal == verdict.ledger.accepted
     assert sum(dead.values()) == 0, dead  # nothing parked for good because the store was away
+
+
+async def test_a_delivery_is_held_while_its_store_is_down_and_handed_back_on_stop(
+    broker: BrokerConnection, publisher: Publisher
+) -> None:
+    """The consumer side of the above: no attempt spent, no dead letter, nothing acked early."""
+    spec = broker.topology.work_queue("registry")
+    calls: list[int] = []
+    down = asyncio.Event()
+    down.set()
+
+    async def flaky(msg: Incoming[c.RegisterAgent]) -> None:
+        calls.append(msg.attempt)
+        if down.is_set() and len(calls) <= 6:  # twice the consumer's max_attempts (3)
+            raise StoreUnavailable("postgres: connection refused")
+
+    first = await Consumer(
+        broker, spec, _router(flaky), publisher, worker="registry", replica="0"
+    ).start()
+    await publisher.send(c.RegisterAgent(agent_id="held", capabilities=("x",), capacity=1))
+    await eventually(lambda: len(calls) == 7, timeout=20)
+    assert calls == [1] * 7  # the same delivery every time: never parked, never counted
+    assert first.handled == 1
+    assert await depth(broker, spec.dlq) == 0
+
+    # stopping while the store is still down: the delivery goes back to the broker unacked
+    calls.clear()
+    down.set()
+    await publisher.send(c.RegisterAgent(agent_id="handed", capabilities=("x",), capacity=1))
+    await eventually(lambda: len(calls) >= 1, timeout=10)
+    await first.stop(timeout=10)
+    assert first.handled == 1
+    got: list[Incoming[c.RegisterAgent]] = []
+
+    async def healthy(msg: Incoming[c.RegisterAgent]) -> None:
+        got.append(msg)
+
+    second = await Consumer(
+        broker, spec, _router(healthy), publisher, worker="registry", replica="1"
+    ).start()
+    try:
+        await eventually(lambda: len(got) == 1, timeout=10)
+        assert got[0].payload.agent_id == "handed"
+        assert got[0].redelivered
+        assert got[0].attempt == 1
+    finally:
+        await second.stop(timeout=5)
+    assert await depth(broker, spec.dlq) == 0
+
+
+def _router(handler: Callable[[Incoming[c.RegisterAgent]], Awaitable[None]]) -> Router:
+    router = Router()
+    router.add(c.RegisterAgent, handler)
+    return router

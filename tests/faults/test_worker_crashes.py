@@ -67,11 +67,10 @@ async def test_replica_dying_between_append_and_ack_applies_nothing_twice(
 ) -> None:
     started = time.monotonic()
     async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
-        h.fleet.start_workers(3, ("registry", "allocator"))
+        await h.start(agents=AGENTS, workers=("registry", "allocator"))
         victim = h.fleet.start_worker(
             "tasks", 0, {"RALLY_FAULT_EXIT_AFTER_APPEND": str(EXIT_AFTER)}
         )
-        await h.start(agents=AGENTS, workers=(), replicas=0)
         await h.wait_ready()
         hand = await scripted_agent(h)
         try:
@@ -98,7 +97,7 @@ async def test_replica_dying_between_append_and_ack_applies_nothing_twice(
             await hand.agent.report(assign, "succeeded", result={"by": "hand"})
             verdict = await h.settle(timeout=60)
         finally:
-            await hand.agent.stop()
+            await hand.close()
         h.assert_no_crash()
         applied = [e.type for e in h.history.events if e.metadata.get("message_id") == message_id]
         progressed = [e for e in h.history.stream(stream) if e.type == "TaskProgressed"]

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -44,9 +45,13 @@ async def declare_tasks_queue(conn: BrokerConnection) -> str:
 
 
 async def submit(publisher: Publisher, count: int) -> None:
-    # a capability no agent has: the tasks worker records each one and places none
+    # a capability no agent has: the tasks worker records each one and places none; the key
+    # makes each submit two events (the task's and its key's) under one causing message
     await asyncio.gather(
-        *(publisher.send(SubmitTask(capability="nobody-has-it")) for _ in range(count))
+        *(
+            publisher.send(SubmitTask(capability="nobody-has-it", idempotency_key=str(uuid4())))
+            for _ in range(count)
+        )
     )
 
 
@@ -150,7 +155,7 @@ async def test_a_running_worker_shows_as_a_consumer_with_an_ack_rate(
     assert tasks.sample.consumers == 1
     assert tasks.rates.ack_rate is not None
     assert tasks.rates.ack_rate > 0
-    # messages, not events: a submit appends several events under one causing message id
+    # messages, not events: each submit appended two events under its one message id
     assert tasks.rates.ack_rate * report.interval_s <= 300 + sent[0]
     assert 1 <= tasks.suggested_replicas <= report.policy.max_replicas
 

@@ -8,6 +8,7 @@ assignment over, so a test decides exactly which report goes out when.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from contracts import AssignTask, ReportTaskProgress
@@ -19,6 +20,12 @@ from tests.workers.agent import ScriptedAgent
 class Hand:
     agent: ScriptedAgent
     assigned: asyncio.Queue[AssignTask]
+
+    async def close(self) -> None:
+        """Leave (so nothing more is placed here), then stop."""
+        with contextlib.suppress(Exception):
+            await self.agent.deregister(drain=False)
+        await self.agent.stop()
 
     async def progress(self, assign: AssignTask, value: float) -> None:
         await self.agent.send(

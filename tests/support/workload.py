@@ -9,6 +9,7 @@ or not. The verdict is read from the event store alone (workers/history_check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -42,8 +43,20 @@ class Workload:
     timeout_s: float = 30.0
     accepted: set[UUID] = field(default_factory=set)
     attempted: set[UUID] = field(default_factory=set)  # no confirm: fate unknown to the sender
+    earlier: set[UUID] = field(default_factory=set)  # sent by earlier tests on the same fleet
     errors: Counter[str] = field(default_factory=Counter)
     slowest_s: float = 0.0  # the longest a submit call took, confirmed or not
+
+    def next(self) -> Workload:
+        """A fresh ledger on the same client: what this one sent is no longer judged."""
+        return Workload(
+            self.client,
+            self.capability,
+            dict(self.payload),
+            self.max_attempts,
+            self.timeout_s,
+            earlier=self.earlier | self.accepted | self.attempted,
+        )
 
     async def submit_one(self, **overrides: Any) -> UUID | None:
         task_id = uuid4()
@@ -91,10 +104,8 @@ class Workload:
             task = asyncio.create_task(self.submit_one())
             sent.add(task)
             task.add_done_callback(sent.discard)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
         if sent:
             await asyncio.wait(sent)
 
@@ -194,7 +205,7 @@ def judge(history: list[RecordedEvent], workload: Workload) -> Verdict:
     ledger = reconcile(
         report,
         (str(t) for t in workload.accepted),
-        attempted=(str(t) for t in workload.attempted),
+        attempted=(str(t) for t in workload.attempted | workload.earlier),
         duplicates=duplicate_effects(history),
     )
     return Verdict(report, ledger)

@@ -117,6 +117,9 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
         await client.connect()
         yield running
         ok = True
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        ok = True  # interrupted, not broken: nothing in the logs to keep
+        raise
     finally:
         await client.close()
         stop_processes(agents.values())  # agents first: their goodbyes reach running workers

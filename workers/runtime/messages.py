@@ -16,6 +16,9 @@ from broker.router import Incoming
 from contracts import Envelope, Event, Message, decode_payload, encode
 from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
 
+# the envelope type of an outbox row, kept with it so the relay can set the AMQP ``type``
+MESSAGE_TYPE = "x-rally-type"
+
 
 def new_event(event: Event) -> NewEvent:
     return NewEvent(
@@ -86,7 +89,10 @@ def outbox_message(
         routing_key=key,
         body=encode(envelope),
         message_id=str(envelope.id),
-        headers={tracing.TRACEPARENT: tracing.recorded_traceparent(envelope.correlation_id)},
+        headers={
+            tracing.TRACEPARENT: tracing.recorded_traceparent(envelope.correlation_id),
+            MESSAGE_TYPE: envelope.type,  # a notice's routing key is its recipient, not its type
+        },
         not_before=effect.not_before,
     )
 

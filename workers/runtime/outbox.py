@@ -19,7 +19,7 @@ from broker import tracing
 from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
 from contracts import encode, envelope_class
-from workers.runtime.messages import load_event
+from workers.runtime.messages import MESSAGE_TYPE, load_event
 from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
 
 log = structlog.get_logger(__name__)
@@ -104,6 +104,10 @@ class OutboxPublisher:
 
 
 def _type_of(record: OutgoingRecord) -> str | None:
-    # the envelope's type, cheaply: the routing key ends with it for events and commands
+    recorded = record.headers.get(MESSAGE_TYPE)
+    if recorded:
+        return str(recorded)
+    # rows written before the type was kept: for events and commands the routing key ends
+    # with it; a notice's key is its recipient, so it goes without
     tail = record.routing_key.rsplit(".", 1)[-1]
     return tail if tail[:1].isupper() else None
