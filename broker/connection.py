@@ -58,7 +58,8 @@ class BrokerConnection:
             self._conn = await aio_pika.connect_robust(
                 url,
                 client_properties={"connection_name": self.name},
-                heartbeat=self.settings.heartbeat_s,
+                # a heartbeat written in the URL (?heartbeat=2) wins; None leaves it be
+                heartbeat=None if "heartbeat=" in url else self.settings.amqp_heartbeat_s,
                 timeout=timeout,
             )
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:

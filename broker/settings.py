@@ -17,7 +17,9 @@ class BrokerSettings(BaseModel):
     namespace: str = Field(default="rally", pattern=r"^[a-z][a-z0-9_-]{0,40}$")
     prefetch: int = Field(default=64, ge=1, le=10_000)
     publish_timeout_s: float = Field(default=10.0, gt=0)
-    heartbeat_s: int = Field(default=15, ge=0)
+    # the AMQP connection heartbeat (RALLY_AMQP_HEARTBEAT_S); agents' own heartbeats are
+    # RALLY_HEARTBEAT_S, a worker setting
+    amqp_heartbeat_s: int = Field(default=15, ge=0)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
     delivery_limit: int = Field(default=10, ge=1, description="crash-redeliveries before DLQ")
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before DLQ")

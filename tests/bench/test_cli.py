@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+from tests.store.conftest import pg_server_url  # noqa: F401 - the fixture, reused
+
+pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 
 FIGURES = {
     "floor": ("roundtrip_msgs_per_s", "publish_msgs_per_s", "consume_msgs_per_s", "p50_ms"),
@@ -19,12 +21,16 @@ FIGURES = {
 }
 
 
-def test_quick_json_has_every_key_and_writes_the_results(amqp_url: str, tmp_path: Path) -> None:
+def test_quick_json_has_every_key_and_writes_the_results(
+    amqp_url: str,
+    pg_server_url: str,  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
     out = tmp_path / "results"
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "workers.cli.main", "bench", "--quick", "--json"),
-            *("--tasks", "40", "--scaling", "1,2", "--out", str(out)),
+            *("--tasks", "40", "--scaling", "1,2", "--out", str(out), "--pg", pg_server_url),
         ],
         cwd=tmp_path,
         env={**os.environ, "RALLY_AMQP_URL": amqp_url},
@@ -42,7 +48,9 @@ def test_quick_json_has_every_key_and_writes_the_results(amqp_url: str, tmp_path
         assert key in report
     assert [p["replicas"] for p in report["scaling"]["points"]] == [1, 2]
     assert all(p["tasks_per_s"] > 0 for p in report["scaling"]["points"])
-    assert report["store"]["sqlite"]["batch_per_s"] > 0
+    for adapter in ("sqlite", "postgres"):
+        for figure in ("single_per_s", "batch_per_s", "group_per_s"):
+            assert report["store"][adapter][figure] > 0, f"store.{adapter}.{figure}"
     assert report["memory"]["worker_replica_peak_rss_mib"] > 0
     assert report["memory"]["agent_peak_rss_mib"] > 0
     assert report["machine"]["cores"] >= 1

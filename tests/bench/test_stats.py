@@ -9,10 +9,11 @@ import pytest
 
 from workers.bench.celery_app import celery_broker_url
 from workers.bench.chart import write_chart
+from workers.bench.fleet import scratch_store
 from workers.bench.memory import parse_status_kib
 from workers.bench.options import BenchOptions
 from workers.bench.pacing import pipelined
-from workers.bench.rallypoint import RallyRun
+from workers.bench.rallypoint import RallyRun, rates_by_part
 from workers.bench.report import Collected, build_report, spread
 from workers.bench.stats import Spread, median, percentile, rate
 from workers.bench.table import format_table
@@ -104,6 +105,13 @@ async def test_pipelined_raises_the_first_failure() -> None:
         await pipelined(100, 2, op)
 
 
+def test_rates_by_fifth_show_a_run_that_slows_down() -> None:
+    # ten completions: two per second at first, then one per second, then one every 2 s
+    finished = [0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
+    assert rates_by_part(finished) == (2.0, 2.0, 1.0, 1.0, 0.5)
+    assert rates_by_part([1.0, 2.0]) == ()
+
+
 def test_bad_options_are_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="cannot skip teleport"):
         BenchOptions(skip=frozenset({"teleport"}))
@@ -165,3 +173,12 @@ def test_the_chart_is_a_png(tmp_path: Path) -> None:
     data = path.read_bytes()
     assert data.startswith(PNG_MAGIC)
     assert len(data) > 5_000
+
+
+def test_a_scratch_store_is_fresh_and_never_the_callers_schema(tmp_path: Path) -> None:
+    sqlite = scratch_store(None, tmp_path, "bench-1a2b3c4d")
+    assert sqlite.url == f"sqlite:///{tmp_path / 'rally.db'}"
+    assert sqlite.pg_schema is None
+    pg = scratch_store("postgresql://u@db:5432/fleet?schema=prod", tmp_path, "bench-1a2b3c4d")
+    assert pg.url == "postgresql://u@db:5432/fleet?schema=rally_bench_1a2b3c4d"
+    assert (pg.pg_dsn, pg.pg_schema) == ("postgresql://u@db:5432/fleet", "rally_bench_1a2b3c4d")

@@ -3,9 +3,9 @@
 Destructive faults (broker stopped, connections closed, memory alarm, store
 stopped) only ever hit the private RabbitMQ node and PostgreSQL server started
 here, never the shared ones other tests use; if a private server cannot be
-started its tests are skipped with the reason. Faults that hurt only our own
-processes (SIGKILL, SIGSTOP, a cut proxy, bad input) run against the shared
-broker in a namespace of their own.
+started those tests are skipped with the reason. Faults that hurt only our own
+processes (SIGKILL, SIGSTOP, a cut proxy, bad input) run on the private node
+too when there is one, else on RALLY_AMQP_URL, in a namespace of their own.
 
 Each test records its numbers (accepted / terminal / lost / duplicated ...)
 with the ``record`` fixture; they are printed at the end of the run.
@@ -14,31 +14,33 @@ with the ``record`` fixture; they are printed at the end of the run.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from broker.connection import BrokerConnection
+from broker.declare import declare_topology, delete_namespace
+from broker.settings import BrokerSettings
+from tests.conftest import known_queues
 from tests.support.harness import Harness
 from tests.support.proxy import FaultProxy
 from tests.support.services import PrivatePostgres, PrivateRabbit, ServiceUnavailable
-from workers.demo.scenario import AgentPlan
 
 RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 
-# two agent processes of three agents each: 24 slots
-AGENTS: dict[str, list[AgentPlan]] = {
-    group: [AgentPlan(f"{group}{i}", ("work",), 4) for i in range(3)] for group in ("a", "b")
-}
-
 
 @pytest.fixture(scope="session")
-def private_rabbit() -> Iterator[PrivateRabbit]:
+def private_node() -> Iterator[PrivateRabbit | str]:
+    """A RabbitMQ node of our own, or why there is none."""
     try:
         node = PrivateRabbit.start()
-    except (ServiceUnavailable, OSError) as exc:
-        pytest.skip(f"no private RabbitMQ node for destructive faults: {exc}")
+    except (ServiceUnavailable, OSError, subprocess.SubprocessError) as exc:
+        yield f"no private RabbitMQ node: {exc}"
+        return
     try:
         yield node
     finally:
@@ -46,10 +48,47 @@ def private_rabbit() -> Iterator[PrivateRabbit]:
 
 
 @pytest.fixture(scope="session")
+def private_rabbit(private_node: PrivateRabbit | str) -> PrivateRabbit:
+    """For the destructive faults: never the shared broker."""
+    if isinstance(private_node, str):
+        pytest.skip(private_node)
+    return private_node
+
+
+@pytest.fixture(scope="session")
+def fault_amqp_url(private_node: PrivateRabbit | str, request: pytest.FixtureRequest) -> str:
+    """Where the other faults run: the private node too when there is one (our load and
+    our hundreds of quorum queues stay off the broker other suites share), else
+    RALLY_AMQP_URL in a namespace of our own."""
+    if isinstance(private_node, PrivateRabbit):
+        return private_node.url
+    return str(request.getfixturevalue("amqp_url"))
+
+
+@pytest.fixture
+async def fault_broker(fault_amqp_url: str) -> AsyncIterator[BrokerConnection]:
+    """A connection with a fresh namespace's topology declared; all of it deleted afterwards."""
+    settings = BrokerSettings(
+        amqp_url=fault_amqp_url,
+        namespace=f"rt-{uuid.uuid4().hex[:10]}",
+        retry_initial_s=0.05,
+        max_attempts=3,
+        publish_timeout_s=5,
+    )
+    conn = await BrokerConnection(settings, role="test").connect()
+    await declare_topology(conn)
+    try:
+        yield conn
+    finally:
+        await delete_namespace(conn, sorted({*known_queues(conn.topology), *conn._queues}))
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
 def private_pg() -> Iterator[PrivatePostgres]:
     try:
         server = PrivatePostgres.start()
-    except (ServiceUnavailable, OSError) as exc:
+    except (ServiceUnavailable, OSError, subprocess.SubprocessError) as exc:
         pytest.skip(f"no private PostgreSQL server for the store outage: {exc}")
     try:
         yield server
@@ -63,7 +102,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def proxy_to() -> AsyncIterator[Callable[[str], Any]]:
+async def proxy_to() -> AsyncIterator[Callable[[str], Awaitable[FaultProxy]]]:
     proxies: list[FaultProxy] = []
 
     async def start(target_url: str) -> FaultProxy:

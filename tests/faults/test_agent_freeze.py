@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import AGENTS
 from tests.sdk.standin import Observer
-from tests.support.harness import Harness
+from tests.support.harness import AGENTS, Harness
 from workers.demo.scenario import AgentPlan
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+# a fleet, a fault and a drain: more than the default 120 s when the machine is busy
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 
 FROZEN = "sleepy"
 HEARTBEAT_S = 0.5  # lost after 3 × 0.5 s of silence
@@ -29,13 +29,13 @@ FREEZE_S = 4.0
 
 
 async def test_frozen_agent_loses_its_work_and_its_late_results_are_fenced_off(
-    amqp_url: str,
+    fault_amqp_url: str,
     sqlite_url: str,
     harness: Callable[..., Harness],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     started = time.monotonic()
-    async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
+    async with harness(amqp_url=fault_amqp_url, store_url=sqlite_url) as h:
         assert h.conn is not None
         observer = await Observer(h.conn).start()  # every command, as sent
         await h.start(

@@ -31,11 +31,15 @@ from broker import headers as h
 from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
 from contracts import ContractError, MessageTooLarge, SubmitTask, all_types, decode
-from tests.faults.conftest import AGENTS
 from tests.support.amqp import take
-from tests.support.harness import Harness
+from tests.support.harness import AGENTS, Harness
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.asyncio(loop_scope="module"),
+]
 
 LIMIT = 1024 * 1024
 REASONS = {"malformed", "invalid", "unknown_type", "unknown_version", "too_large"}
@@ -46,10 +50,12 @@ MAX_DELAY_S = 1.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fleet(amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+async def fleet(
+    fault_amqp_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
     base: Path = tmp_path_factory.mktemp("bad-input")
     async with Harness(
-        amqp_url=amqp_url, store_url=f"sqlite:///{base}/rally.db", log_dir=base / "logs"
+        amqp_url=fault_amqp_url, store_url=f"sqlite:///{base}/rally.db", log_dir=base / "logs"
     ) as harness:
         await harness.start(agents=AGENTS)
         yield harness

@@ -22,27 +22,27 @@ from broker.consumer import Consumer
 from broker.inspect import queue_stats
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
-from tests.faults.conftest import AGENTS
 from tests.support.amqp import depth, eventually
-from tests.support.harness import Harness
+from tests.support.harness import AGENTS, Harness
 from tests.support.services import PrivatePostgres
 from workers.store import StoreUnavailable
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+# a fleet, a fault and a drain: more than the default 120 s when the machine is busy
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 
 OUTAGE_S = 4.0  # far past the ~1.5 s in which failing deliveries used to run out of attempts
 
 
 @pytest.mark.postgres
 async def test_store_down_for_a_while_delays_work_but_loses_none(
-    amqp_url: str,
+    fault_amqp_url: str,
     private_pg: PrivatePostgres,
     harness: Callable[..., Harness],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     started = time.monotonic()
     store_url = f"{private_pg.url}?schema=faults_{uuid.uuid4().hex[:8]}"
-    async with harness(amqp_url=amqp_url, store_url=store_url) as h:
+    async with harness(amqp_url=fault_amqp_url, store_url=store_url) as h:
         await h.start(agents=AGENTS)
         stop = asyncio.Event()
         load = asyncio.create_task(h.workload.steady(stop, per_second=30, limit=400))
@@ -55,7 +55,7 @@ async def test_store_down_for_a_while_delays_work_but_loses_none(
         await asyncio.sleep(1.5)
         stop.set()
         await load
-        verdict = await h.settle(timeout=120)
+        verdict = await h.settle(timeout=90)
         h.assert_no_crash()
         assert h.conn is not None
         topology = h.conn.topology
@@ -70,15 +70,17 @@ async def test_store_down_for_a_while_delays_work_but_loses_none(
         }
     )
     assert verdict.problems() == []
-    assert verdict.ledger.accepted >= 200
+    assert verdict.ledger.accepted >= 150
     assert verdict.ledger.terminal == verdict.ledger.accepted
     assert sum(dead.values()) == 0, dead  # nothing parked for good because the store was away
 
 
 async def test_a_delivery_is_held_while_its_store_is_down_and_handed_back_on_stop(
-    broker: BrokerConnection, publisher: Publisher
+    fault_broker: BrokerConnection,
 ) -> None:
     """The consumer side of the above: no attempt spent, no dead letter, nothing acked early."""
+    broker = fault_broker
+    publisher = await Publisher(broker, sender="test").start()
     spec = broker.topology.work_queue("registry")
     calls: list[int] = []
     down = asyncio.Event()

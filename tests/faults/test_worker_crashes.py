@@ -16,22 +16,22 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import AGENTS
 from tests.support.fleet import worker_name
 from tests.support.hand import scripted_agent
-from tests.support.harness import Harness
+from tests.support.harness import AGENTS, Harness
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+# a fleet, a fault and a drain: more than the default 120 s when the machine is busy
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 async def test_replicas_sigkilled_mid_handling_repeatedly_lose_nothing(
-    amqp_url: str,
+    fault_amqp_url: str,
     sqlite_url: str,
     harness: Callable[..., Harness],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     started = time.monotonic()
-    async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
+    async with harness(amqp_url=fault_amqp_url, store_url=sqlite_url) as h:
         await h.start(agents=AGENTS)
         stop = asyncio.Event()
         load = asyncio.create_task(h.workload.steady(stop, per_second=50, limit=300))
@@ -60,13 +60,13 @@ EXIT_AFTER = 4
 
 
 async def test_replica_dying_between_append_and_ack_applies_nothing_twice(
-    amqp_url: str,
+    fault_amqp_url: str,
     sqlite_url: str,
     harness: Callable[..., Harness],
     record: Callable[[dict[str, Any]], None],
 ) -> None:
     started = time.monotonic()
-    async with harness(amqp_url=amqp_url, store_url=sqlite_url) as h:
+    async with harness(amqp_url=fault_amqp_url, store_url=sqlite_url) as h:
         await h.start(agents=AGENTS, workers=("registry", "allocator"))
         victim = h.fleet.start_worker(
             "tasks", 0, {"RALLY_FAULT_EXIT_AFTER_APPEND": str(EXIT_AFTER)}

@@ -101,6 +101,16 @@ class ProcessFleet:
         self.procs[name].send_signal(signal.SIGCONT)
 
     # ---- looking ----
+    def workers(self) -> list[str]:
+        """The worker replicas running now."""
+        return [
+            n for n, p in self.procs.items() if not n.startswith("agents-") and p.poll() is None
+        ]
+
+    def started(self, name: str) -> bool:
+        """The replica's services are all up (it logged ``worker.started``)."""
+        return '"worker.started"' in self.log(name)
+
     def running(self, name: str) -> bool:
         return self.procs[name].poll() is None
 

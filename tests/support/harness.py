@@ -22,7 +22,6 @@ from typing import Any
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
-from broker.inspect import queue_stats
 from broker.sdk import Client
 from broker.settings import BrokerSettings
 from broker.topology import Topology
@@ -32,6 +31,10 @@ from workers.demo.scenario import AgentPlan
 from workers.store import open_store
 
 AGENT_HEARTBEAT_S = 0.5
+# the usual fleet's agents: two processes of three SDK agents each, 24 slots for "work"
+AGENTS: dict[str, list[AgentPlan]] = {
+    group: [AgentPlan(f"{group}{i}", ("work",), 4) for i in range(3)] for group in ("a", "b")
+}
 
 
 def with_query(url: str, **query: object) -> str:
@@ -47,12 +50,10 @@ class Harness:
         amqp_url: str,
         store_url: str,
         log_dir: Path,
-        namespace: str | None = None,
-        worker_env: Mapping[str, str] | None = None,
         client_url: str | None = None,
         client_settings: Mapping[str, Any] | None = None,
     ) -> None:
-        self.namespace = namespace or f"rt-faults-{uuid.uuid4().hex[:8]}"
+        self.namespace = f"rt-faults-{uuid.uuid4().hex[:8]}"
         # reconnect within half a second, not aio-pika's default 5 s: faults heal faster
         self.amqp_url = with_query(amqp_url, reconnect_interval=0.5)
         self.store_url = store_url
@@ -63,10 +64,9 @@ class Harness:
             "RALLY_AMQP_URL": self.amqp_url,
             "RALLY_NAMESPACE": self.namespace,
             "RALLY_STORE_URL": store_url,
-            "RALLY_LOG_LEVEL": "WARNING",
+            "RALLY_LOG_LEVEL": "INFO",  # worker.started tells wait_ready a replica is up
             "RALLY_LOG_FORMAT": "json",
             "RALLY_RELAY_CLAIM_S": "2",  # a crashed replica's outbox rows go out 2 s later
-            **(worker_env or {}),
         }
         log_dir.mkdir(parents=True, exist_ok=True)
         self.fleet = ProcessFleet(env, log_dir)
@@ -99,16 +99,12 @@ class Harness:
         await self.store.close()
 
     def queue_names(self) -> list[str]:
-        topology = self.fleet_topology
+        topology = Topology(self.namespace)
         names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
         for worker in (*WORKERS, "test"):
             names.append(topology.worker_queue(worker))
         names += [topology.inbox_queue(a).name for a in self.agent_ids]
         return names + [f"{n}.dlq" for n in names if ".delay." not in n]
-
-    @property
-    def fleet_topology(self) -> Topology:
-        return Topology(self.namespace)
 
     # ---- starting ----
     async def start(
@@ -122,7 +118,7 @@ class Harness:
         timeout: float = 60.0,
         agent_env: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
-        """Workers first, then agents; returns when every queue is consumed and agent joined.
+        """Workers, then agents; returns once every replica is up and every agent has joined.
 
         ``agent_env``: extra environment per agent group (e.g. another RALLY_AMQP_URL).
         """
@@ -130,39 +126,40 @@ class Harness:
         # moment can meet a RabbitMQ 3.10 race (basic.consume before the queue's Ra server is
         # up: INTERNAL_ERROR) that makes a starting worker exit
         self.fleet.start_workers(min(replicas, 1), workers)
-        for group, plans in agents.items():
-            self.agent_ids += [p.agent_id for p in plans]
-            self.fleet.start_agents(group, plans, heartbeat_s, (agent_env or {}).get(group))
-        await self.wait_ready(workers, timeout, agents=False)
+        await self.wait_ready(timeout, agents=False)
         for replica in range(1, replicas):
             for worker in workers:
                 self.fleet.start_worker(worker, replica)
-        await self.wait_ready(workers, timeout)
+        # agents once the registry's queue exists: a RegisterAgent routed only to another
+        # queue bound to registry.# (the test's observer) would be confirmed and never handled
+        for group, plans in agents.items():
+            self.agent_ids += [p.agent_id for p in plans]
+            self.fleet.start_agents(group, plans, heartbeat_s, (agent_env or {}).get(group))
+        await self.wait_ready(timeout)
         if connect_client:
             await self.client.connect()
 
-    async def wait_ready(
-        self, workers: Sequence[str] = WORKERS, timeout: float = 60.0, *, agents: bool = True
-    ) -> None:
-        """Every worker queue has a consumer and (``agents``) every agent has joined."""
-        assert self.conn is not None
-        queues = [self.conn.topology.worker_queue(w) for w in workers]
+    async def wait_ready(self, timeout: float = 60.0, *, agents: bool = True) -> None:
+        """Every running worker has started all it runs; (``agents``) every agent has joined.
+
+        A worker logs ``worker.started`` once its store, relay and consumers are up: no
+        fault may be injected before, or it tests a start-up, not a running fleet.
+        """
         deadline = time.monotonic() + timeout
         while True:
             self.assert_no_crash()
-            stats = await queue_stats(self.conn, queues)
+            waiting = [n for n in self.fleet.workers() if not self.fleet.started(n)]
             await self.history.refresh()
             joined = {str(e.data["agent_id"]) for e in self.history.of_type("AgentJoined")}
-            if all(s.consumers > 0 for s in stats) and (
-                not agents or set(self.agent_ids) <= joined
-            ):
+            absent = sorted(set(self.agent_ids) - joined) if agents else []
+            if not waiting and not absent:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"fleet not ready in {timeout:.0f}s: queues {stats}, joined {sorted(joined)}"
-                    f"\n{self.fleet.logs_tail()}"
+                    f"fleet not ready in {timeout:.0f}s: workers starting {waiting}, agents "
+                    f"not joined {absent}\n{self.fleet.logs_tail()}"
                 )
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
 
     def assert_no_crash(self) -> None:
         crashed = self.fleet.crashed()

@@ -183,14 +183,16 @@ class HistoryReader:
 class Verdict:
     report: HistoryReport
     ledger: Ledger
+    # how this workload's tasks ended (accepted, and unconfirmed ones that arrived)
+    ended: Counter[str] = field(default_factory=Counter)
 
     @property
     def counts(self) -> dict[str, int]:
         return {
             **self.ledger.counts(),
-            "succeeded": self.report.terminal["TaskSucceeded"],
-            "dead": self.report.terminal["TaskDead"],
-            "cancelled": self.report.terminal["TaskCancelled"],
+            "succeeded": self.ended["TaskSucceeded"],
+            "dead": self.ended["TaskDead"],
+            "cancelled": self.ended["TaskCancelled"],
             "reassigned": self.report.reassigned,
             "violations": len(self.report.violations),
         }
@@ -208,4 +210,6 @@ def judge(history: list[RecordedEvent], workload: Workload) -> Verdict:
         attempted=(str(t) for t in workload.attempted | workload.earlier),
         duplicates=duplicate_effects(history),
     )
-    return Verdict(report, ledger)
+    ours = {str(t) for t in workload.accepted | workload.attempted}
+    ended = Counter(state for task, state in report.states.items() if task in ours and state)
+    return Verdict(report, ledger, ended)

@@ -1,8 +1,8 @@
 """The Celery peer's app: one no-op task on a queue of its own.
 
-The worker process imports this module (``celery -A workers.bench.celery_app``)
-and reads its broker and queue from the environment; the bench process builds
-the same app with :func:`make_app`. Configured as the issue asks — pyamqp
+The worker process loads it through :mod:`workers.bench.celery_worker`, which
+reads the broker and queue from the environment; the bench process builds the
+same app with :func:`make_app`. Configured as the issue asks — pyamqp
 broker, publisher confirms on, rpc result backend — and otherwise Celery's
 defaults (a classic durable queue, persistent task messages, JSON).
 """
@@ -10,7 +10,6 @@ defaults (a classic durable queue, persistent task messages, JSON).
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -44,7 +43,12 @@ def exchanges(queue: str) -> tuple[str, ...]:
 
 def make_app(broker_url: str, queue: str) -> Any:
     # celery ships no type information: imported by name, it is Any to mypy --strict
-    celery = importlib.import_module("celery")
+    try:
+        celery = importlib.import_module("celery")
+    except ModuleNotFoundError:
+        raise RuntimeError(
+            "Celery is not installed: pip install 'rallypoint[bench]' (or --skip celery)"
+        ) from None
     app = celery.Celery("rally_bench", broker=broker_url, backend="rpc://", set_as_current=False)
     app.conf.update(
         broker_transport_options={"confirm_publish": True},
@@ -64,6 +68,3 @@ def make_app(broker_url: str, queue: str) -> Any:
     )
     app.task(name=NOOP)(noop)
     return app
-
-
-app = make_app(os.environ.get(BROKER_ENV, "pyamqp://"), os.environ.get(QUEUE_ENV, "rally-bench"))

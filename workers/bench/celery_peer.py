@@ -67,7 +67,7 @@ class CeleryRun:
 
 def worker_command(pool: str, concurrency: int, queue: str) -> list[str]:
     return [
-        *(sys.executable, "-m", "celery", "-A", "workers.bench.celery_app", "worker"),
+        *(sys.executable, "-m", "celery", "-A", "workers.bench.celery_worker", "worker"),
         *("--pool", pool, "--concurrency", str(concurrency), "--queues", queue),
         *("--loglevel", "WARNING", "--hostname", f"{queue}@%h"),
         *("--without-gossip", "--without-mingle"),

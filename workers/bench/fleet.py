@@ -27,6 +27,7 @@ import structlog
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
+from broker.inspect import queue_stats
 from broker.sdk import Client
 from broker.settings import BrokerSettings
 from broker.topology import Topology
@@ -34,6 +35,7 @@ from workers.bench.procs import stop_processes
 from workers.demo.fleet import WORKERS, Fleet
 from workers.store import open_store
 from workers.store.base import EventStore
+from workers.store.postgres import split_schema
 from workers.store.postgres_schema import quote_ident
 
 log = structlog.get_logger(__name__)
@@ -60,7 +62,8 @@ class RunningFleet:
     store_url: str
 
     def worker_pids(self) -> dict[str, int]:
-        names = [f"{w}-{r}" for w in WORKERS for r in range(len(self.fleet.workers) // 3)]
+        replicas = len(self.fleet.workers) // len(WORKERS)
+        names = [f"{w}-{r}" for w in WORKERS for r in range(replicas)]
         return {name: proc.pid for name, proc in zip(names, self.fleet.workers, strict=True)}
 
     def agent_pids(self) -> dict[str, int]:
@@ -76,20 +79,30 @@ class RunningFleet:
             raise RuntimeError(f"a bench process died ({dead[0]}); see {self.fleet.log_dir}")
 
 
-def scratch_store(store_url: str | None, run_dir: Path, namespace: str) -> tuple[str, str | None]:
-    """The store URL for this run, and the PostgreSQL schema to drop afterwards (if any)."""
-    if store_url is None or store_url.startswith("sqlite"):
-        return f"sqlite:///{run_dir / 'rally.db'}", None
+@dataclass(frozen=True, slots=True)
+class ScratchStore:
+    """A fresh store for one run: the URL the fleet uses, and what to remove afterwards."""
+
+    url: str
+    pg_dsn: str | None = None  # PostgreSQL: the server, and the schema to drop
+    pg_schema: str | None = None
+
+
+def scratch_store(store_url: str | None, run_dir: Path, namespace: str) -> ScratchStore:
+    """Like ``store_url`` but fresh: a new SQLite file, or a new schema on that PostgreSQL."""
+    if store_url is None or not store_url.startswith(("postgresql://", "postgres://")):
+        return ScratchStore(f"sqlite:///{run_dir / 'rally.db'}")
+    dsn, _ = split_schema(store_url)  # never the caller's own schema: it could be dropped
     schema = f"rally_{namespace.replace('-', '_')}"
-    return f"{store_url}{'&' if '?' in store_url else '?'}schema={schema}", schema
+    return ScratchStore(f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}", dsn, schema)
 
 
 @contextlib.asynccontextmanager
 async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[RunningFleet]:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     run_dir = (shape.scratch / namespace).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store_url, schema = scratch_store(shape.store_url, run_dir, namespace)
+    scratch = scratch_store(shape.store_url, run_dir, namespace)
+    store_url = scratch.url
     env = {
         **os.environ,
         "RALLY_AMQP_URL": amqp_url,
@@ -101,6 +114,7 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
     settings = BrokerSettings.from_env(env)
     agent_ids = [f"{namespace}-agent-{i}" for i in range(shape.agents)]
     conn = await BrokerConnection(settings, role="bench").connect()
+    run_dir.mkdir(parents=True, exist_ok=True)
     store = open_store(store_url)
     fleet = Fleet(env, run_dir)
     agents: dict[str, subprocess.Popen[bytes]] = {}
@@ -113,7 +127,9 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
         for agent_id in agent_ids:
             agents[agent_id] = _spawn_agent(agent_id, shape.agent_capacity, env, run_dir)
         running = RunningFleet(namespace, client, fleet, agents, store_url)
-        await _wait_for_agents(store, set(agent_ids), running, shape.start_timeout_s)
+        deadline = time.monotonic() + shape.start_timeout_s
+        await _wait_for_workers(conn, shape.replicas, running, deadline)
+        await _wait_for_agents(store, set(agent_ids), running, deadline)
         await client.connect()
         yield running
         ok = True
@@ -128,8 +144,11 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
         with contextlib.suppress(Exception):  # best effort: never hide the run's own error
             await delete_namespace(conn, _queues(conn.topology, agent_ids))
         await conn.close()
-        if schema is not None and shape.store_url is not None:
-            await _drop_schema(shape.store_url, schema)
+        if scratch.pg_dsn is not None and scratch.pg_schema is not None:
+            try:
+                await _drop_schema(scratch.pg_dsn, scratch.pg_schema)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("bench.schema_left", schema=scratch.pg_schema, error=str(exc))
         if ok:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
@@ -147,18 +166,36 @@ def _spawn_agent(
     )
 
 
+async def _wait_for_workers(
+    conn: BrokerConnection, replicas: int, fleet: RunningFleet, deadline: float
+) -> None:
+    """Until every worker consumes its queue, and every tasks replica does: a command sent
+    before its queue is bound would come back unroutable."""
+    queues = {conn.topology.worker_queue(w): w for w in WORKERS}
+    # registry and allocator are single-active-consumer queues: only the active one counts
+    wanted = {name: replicas if worker == "tasks" else 1 for name, worker in queues.items()}
+    while True:
+        fleet.check_alive()
+        stats = await queue_stats(conn, list(queues))
+        short = [s.name for s in stats if s.consumers < wanted[s.name]]
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker queues without their consumers: {', '.join(short)}")
+        await asyncio.sleep(0.1)
+
+
 async def _wait_for_agents(
-    store: EventStore, agent_ids: set[str], fleet: RunningFleet, timeout_s: float
+    store: EventStore, agent_ids: set[str], fleet: RunningFleet, deadline: float
 ) -> None:
     """Until the registry has recorded every agent: placement needs to know them all."""
     joined: set[str] = set()
     position = 0
-    deadline = time.monotonic() + timeout_s
     while joined < agent_ids:
         fleet.check_alive()
         if time.monotonic() > deadline:
             missing = ", ".join(sorted(agent_ids - joined))
-            raise TimeoutError(f"agents {missing} did not join within {timeout_s:.0f}s")
+            raise TimeoutError(f"agents {missing} did not join in time")
         for event in await store.read_all(position, 1000):
             position = event.position
             if event.type == "AgentJoined":

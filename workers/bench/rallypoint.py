@@ -52,6 +52,9 @@ class RallyRun:
     p50_ms_one_in_flight: float | None
     worker_peak_rss_mib: dict[str, float]
     agent_peak_rss_mib: dict[str, float]
+    # tasks/s over each fifth of the saturated run: a falling series means the cost per
+    # task grows with the history
+    tasks_per_s_by_fifth: tuple[float, ...] = ()
 
 
 async def submit_and_wait(client: Client, i: int) -> float:
@@ -65,16 +68,38 @@ async def submit_and_wait(client: Client, i: int) -> float:
     return elapsed
 
 
-async def saturated(client: Client, tasks: int, window: int) -> tuple[float, list[float]]:
+@dataclass(frozen=True, slots=True)
+class Saturated:
+    tasks_per_s: float
+    latencies: list[float]  # seconds, per task
+    finished_at: list[float]  # seconds since the start, in order of completion
+
+
+async def saturated(client: Client, tasks: int, window: int) -> Saturated:
     """Tasks per second with ``window`` in flight, and every task's latency."""
     latencies: list[float] = []
+    finished_at: list[float] = []
+    started = time.perf_counter()
 
     async def one(i: int) -> None:
         latencies.append(await submit_and_wait(client, i))
+        finished_at.append(time.perf_counter() - started)
 
-    started = time.perf_counter()
     await pipelined(tasks, window, one)
-    return rate(tasks, time.perf_counter() - started), latencies
+    return Saturated(rate(tasks, time.perf_counter() - started), latencies, finished_at)
+
+
+def rates_by_part(finished_at: list[float], parts: int = 5) -> tuple[float, ...]:
+    """Completions per second in each of ``parts`` equal shares of the completions."""
+    if len(finished_at) < parts:
+        return ()
+    out: list[float] = []
+    previous_end = 0.0
+    for k in range(parts):
+        chunk = finished_at[len(finished_at) * k // parts : len(finished_at) * (k + 1) // parts]
+        out.append(round(rate(len(chunk), chunk[-1] - previous_end), 1))
+        previous_end = chunk[-1]
+    return tuple(out)
 
 
 async def one_in_flight(client: Client, tasks: int) -> list[float]:
@@ -99,7 +124,7 @@ async def measure(fleet: RunningFleet, options: RallyOptions, replicas: int) -> 
         pids = {**fleet.worker_pids(), **fleet.agent_pids(), "client": os.getpid()}
         profiling = Profilers(options.profile_dir, pids)
     with profiling:
-        tasks_per_s, latencies = await saturated(client, options.tasks, options.window)
+        load = await saturated(client, options.tasks, options.window)
     # VmHWM is the peak so far: read right after the load, while the processes live
     workers, agents = _peaks(fleet.worker_pids()), _peaks(fleet.agent_pids())
     sequential = await one_in_flight(client, options.sequential) if options.sequential else []
@@ -107,12 +132,13 @@ async def measure(fleet: RunningFleet, options: RallyOptions, replicas: int) -> 
     return RallyRun(
         replicas=replicas,
         tasks=options.tasks,
-        tasks_per_s=tasks_per_s,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
+        tasks_per_s=load.tasks_per_s,
+        p50_ms=percentile(load.latencies, 50) * 1000,
+        p99_ms=percentile(load.latencies, 99) * 1000,
         p50_ms_one_in_flight=percentile(sequential, 50) * 1000 if sequential else None,
         worker_peak_rss_mib=workers,
         agent_peak_rss_mib=agents,
+        tasks_per_s_by_fifth=rates_by_part(load.finished_at),
     )
 
 

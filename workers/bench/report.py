@@ -103,7 +103,7 @@ def rally_section(runs: list[RallyRun], options: BenchOptions) -> dict[str, Any]
 
 
 def _rally_run(run: RallyRun) -> dict[str, Any]:
-    keep = ("replicas", "tasks", *RALLY_FIGURES)
+    keep = ("replicas", "tasks", *RALLY_FIGURES, "tasks_per_s_by_fifth")
     return {k: v for k, v in _rounded(run).items() if k in keep}
 
 

@@ -87,15 +87,17 @@ def format_table(report: dict[str, Any]) -> str:
         ]
     )
     store = report["store"]
-    lines += ["", "store appends (events/s)          sqlite            postgres"]
-    for label, name in (
-        ("single event per append", "single_per_s"),
-        ("batched (append_many)", "batch_per_s"),
-        ("group commit (concurrent)", "group_per_s"),
-    ):
-        lines.append(
-            f"  {label:<32}{_figure(store['sqlite'], name):<18}{_figure(store['postgres'], name)}"
+    cells = [
+        (label, _figure(store["sqlite"], name), _figure(store["postgres"], name))
+        for label, name in (
+            ("single event per append", "single_per_s"),
+            ("batched (append_many)", "batch_per_s"),
+            ("group commit (concurrent)", "group_per_s"),
         )
+    ]
+    width = max(len("sqlite"), *(len(sqlite) for _, sqlite, _ in cells)) + 3
+    lines += ["", f"store appends (events/s)    {'sqlite':<{width}}postgres"]
+    lines += [f"  {label:<26}{sqlite:<{width}}{pg}" for label, sqlite, pg in cells]
     lines += ["", "memory (peak RSS)"]
     lines += _rows(
         [

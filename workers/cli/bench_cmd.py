@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         print(format_table(report))
-        print(f"\nwritten: {paths['json']}, {paths['latest_json']}, {paths['chart']}")
+        print("\nwritten: " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 1 if report["errors"] else 0
 
 

@@ -56,6 +56,7 @@ class Registry:
         # a standby hears no heartbeats and would declare everyone lost.
         self.active = False
         self._last_delivery: datetime | None = None
+        self._position = 0  # how far this replica has read the agents' history
         # The consumer runs deliveries concurrently; one agent's messages must still be
         # decided in the order it sent them (register x, then register x+y). asyncio.Lock
         # is FIFO and is taken before the first await, so delivery order is kept.
@@ -80,6 +81,7 @@ class Registry:
                 position = record.position
             if len(page) < PAGE:
                 break
+        self._position = max(self._position, position)
         for stream, events in streams.items():
             agent_id = stream.removeprefix("agent-")
             state = fold(agent_id, events)
@@ -130,10 +132,38 @@ class Registry:
             await self._decide_and_append(hb.agent_id, HeartbeatSeen(hb), incoming)
 
     # ---- the sweeper ----
+    async def catch_up(self) -> None:
+        """Reload the agents whose streams moved since we last read them.
+
+        Our cache only sees our own writes. After a connection blip another replica may
+        have believed it was active for a moment and written (typically: every agent
+        lost, since it no longer heard them). Without this the active replica would keep
+        those agents live in memory, never rejoin them on their heartbeats, and nothing
+        would be placed on them again.
+        """
+        moved: set[str] = set()
+        while True:
+            page = await self.store.read_all(self._position, PAGE, stream_prefix="agent-")
+            for record in page:
+                self._position = record.position
+                moved.add(record.stream.removeprefix("agent-"))
+            if len(page) < PAGE:
+                break
+        now = self.clock.now()
+        for agent_id in moved:
+            async with self._locks[agent_id]:
+                state = await self.load(agent_id)
+            if state.present:
+                self.last_seen.setdefault(agent_id, now)
+            else:
+                self.last_seen.pop(agent_id, None)
+                self.last_load.pop(agent_id, None)
+
     async def sweep(self) -> int:
         """Declare lost every present agent silent past its window; returns how many."""
         if not self.active:
             return 0
+        await self.catch_up()
         now = self.clock.now()
         lost = 0
         for agent in list(self.agents.values()):

@@ -9,8 +9,10 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
+import aio_pika
 import structlog
 
 from broker.errors import BrokerError
@@ -22,6 +24,8 @@ from workers.runtime.settings import WorkerSettings
 from workers.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
+
+START_ATTEMPTS = 3
 
 
 async def serve(
@@ -55,7 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging()
     try:
         settings = WorkerSettings.from_env()
-        asyncio.run(serve(args.worker, args.replica, settings, metrics_port=args.metrics_port))
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                asyncio.run(
+                    serve(args.worker, args.replica, settings, metrics_port=args.metrics_port)
+                )
+                break
+            except (BrokerError, aio_pika.exceptions.AMQPError) as exc:
+                # replicas started together can race RabbitMQ 3.10 into an INTERNAL_ERROR on
+                # their first consume of a new quorum queue; a moment later it works
+                if attempt == START_ATTEMPTS:
+                    raise
+                log.warning("worker.start_retry", attempt=attempt, error=str(exc))
+                time.sleep(0.5 * attempt)
     except (BrokerError, StoreError, ValueError, OSError) as exc:
         print(f"rally worker: {exc}", file=sys.stderr)
         return 2
