@@ -16,6 +16,8 @@ from workers.store import (
     DuplicateEventId,
     EventStore,
     NewEvent,
+    StoreError,
+    group_commit,
 )
 from workers.store.group_commit import GroupCommitter
 
@@ -87,4 +89,33 @@ async def test_a_failing_request_does_not_sink_its_batch(
     assert isinstance(results[1], DuplicateEventId)
     assert isinstance(results[2], AppendResult)
     assert [await store.stream_version(f"task-{i}") for i in (1, 2, 3)] == [1, 0, 1]
+    await committer.close()
+
+
+async def test_an_error_while_handling_an_error_settles_every_caller_instead_of_hanging(
+    opened: StoreFactory, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in CI: the log line of the retry-singly path raised (its stream was closed),
+    the committer's task died, and its callers waited forever."""
+    store = await opened(sqlite_url)
+    reused = ev()
+    await store.append("task-0", 0, [reused])
+
+    class BrokenLog:
+        def warning(self, *args: object, **kwargs: object) -> None:
+            raise ValueError("I/O operation on closed file")
+
+    monkeypatch.setattr(group_commit, "log", BrokenLog())
+    committer = GroupCommitter(store)
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            committer.append("task-1", 0, [ev()]),
+            committer.append("task-2", 0, [reused]),  # fails the batch: the logging path
+            return_exceptions=True,
+        ),
+        timeout=10,
+    )
+    assert all(isinstance(r, StoreError) for r in results), results
+    monkeypatch.undo()
+    assert isinstance(await committer.append("task-9", 0, [ev()]), AppendResult)
     await committer.close()

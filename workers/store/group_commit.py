@@ -102,7 +102,14 @@ class GroupCommitter(SingleStreamAppend):
                 # A caller that gave up before its turn is dropped, not committed.
                 live = [(r, f) for r, f in batch if not f.done()]
                 if live:
-                    await self._commit(live)
+                    try:
+                        await self._commit(live)
+                    except BaseException as exc:
+                        # whatever went wrong, no caller may wait forever on its future
+                        for _, future in live:
+                            _settle_error(future, StoreError(f"group commit failed: {exc!r}"))
+                        if not isinstance(exc, Exception):
+                            raise
             self._idle.set()
 
     async def _commit(self, batch: list[Pending]) -> None:
