@@ -34,11 +34,11 @@ from workers.store.base import (
     AppendResult,
     EventStore,
     Metadata,
-    NewEvent,
     OutboxMessage,
     RecordedEvent,
     StreamAppend,
 )
+from workers.store.common import StoreFront
 from workers.store.errors import ConcurrencyError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ WORKER_GAUGES = ScrapeGauges(
 # ---- the store, timed ----
 
 
-class TimedStore:
+class TimedStore(StoreFront):
     """An ``EventStore`` that times every append of the store it wraps; the rest passes through."""
 
     def __init__(self, store: EventStore, *, worker: str, replica: str) -> None:
@@ -98,32 +98,6 @@ class TimedStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)  # leases and whatever else the wrapped store offers
-
-    async def append(
-        self,
-        stream: str,
-        expected_version: int | None,
-        events: Sequence[NewEvent],
-        *,
-        metadata: Metadata = NO_METADATA,
-        idempotency_key: str | None = None,
-        outbox: Sequence[OutboxMessage] = (),
-    ) -> AppendResult:
-        started = time.perf_counter()
-        try:
-            return await self.store.append(
-                stream,
-                expected_version,
-                events,
-                metadata=metadata,
-                idempotency_key=idempotency_key,
-                outbox=outbox,
-            )
-        except ConcurrencyError:
-            self._conflicts.inc()
-            raise
-        finally:
-            self._seconds.observe(time.perf_counter() - started)
 
     async def append_many(
         self,
@@ -149,26 +123,6 @@ class TimedStore:
 
     async def close(self) -> None:
         await self.store.close()
-
-    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
-        return await self.store.read(stream, from_version)
-
-    async def stream_version(self, stream: str) -> int:
-        return await self.store.stream_version(stream)
-
-    async def read_all(
-        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
-    ) -> list[RecordedEvent]:
-        return await self.store.read_all(from_position, limit, stream_prefix=stream_prefix)
-
-    async def last_position(self) -> int:
-        return await self.store.last_position()
-
-    async def save_snapshot(self, stream: str, version: int, state: Mapping[str, Any]) -> None:
-        await self.store.save_snapshot(stream, version, state)
-
-    async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None:
-        return await self.store.load_snapshot(stream)
 
 
 def timed(ctx: ServiceContext, worker: str) -> ServiceContext:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -14,9 +15,11 @@ from workers.store.base import (
     AppendRequest,
     AppendResult,
     CommitListener,
+    EventStore,
     Metadata,
     NewEvent,
     OutboxMessage,
+    RecordedEvent,
     StreamAppend,
 )
 
@@ -61,6 +64,33 @@ class SingleStreamAppend(ABC):
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
     ) -> AppendResult: ...
+
+
+class StoreFront(SingleStreamAppend):
+    """A store in front of another (group committer, timing): reads pass straight through;
+    each front decides what it does with appends."""
+
+    store: EventStore
+
+    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        return await self.store.read(stream, from_version)
+
+    async def stream_version(self, stream: str) -> int:
+        return await self.store.stream_version(stream)
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
+    ) -> list[RecordedEvent]:
+        return await self.store.read_all(from_position, limit, stream_prefix=stream_prefix)
+
+    async def last_position(self) -> int:
+        return await self.store.last_position()
+
+    async def save_snapshot(self, stream: str, version: int, state: Mapping[str, Any]) -> None:
+        await self.store.save_snapshot(stream, version, state)
+
+    async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None:
+        return await self.store.load_snapshot(stream)
 
 
 class StoreBase(SingleStreamAppend):

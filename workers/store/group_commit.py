@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
@@ -32,11 +31,10 @@ from workers.store.base import (
     AppendResult,
     Metadata,
     OutboxMessage,
-    RecordedEvent,
     Store,
     StreamAppend,
 )
-from workers.store.common import SingleStreamAppend
+from workers.store.common import StoreFront
 from workers.store.errors import StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -44,8 +42,10 @@ log = structlog.get_logger(__name__)
 Pending = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
 
 
-class GroupCommitter(SingleStreamAppend):
+class GroupCommitter(StoreFront):
     """An ``EventStore`` that coalesces concurrent appends into shared transactions."""
+
+    store: Store
 
     def __init__(self, store: Store, *, max_batch: int = 500) -> None:
         self.store = store
@@ -135,28 +135,6 @@ class GroupCommitter(SingleStreamAppend):
             raise
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             _settle(future, outcome)
-
-    # -- everything else goes straight to the store -----------------------------------
-
-    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
-        return await self.store.read(stream, from_version)
-
-    async def stream_version(self, stream: str) -> int:
-        return await self.store.stream_version(stream)
-
-    async def read_all(
-        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
-    ) -> list[RecordedEvent]:
-        return await self.store.read_all(from_position, limit, stream_prefix=stream_prefix)
-
-    async def last_position(self) -> int:
-        return await self.store.last_position()
-
-    async def save_snapshot(self, stream: str, version: int, state: Mapping[str, Any]) -> None:
-        await self.store.save_snapshot(stream, version, state)
-
-    async def load_snapshot(self, stream: str) -> tuple[int, dict[str, Any]] | None:
-        return await self.store.load_snapshot(stream)
 
     # leases fence single-active workers (the allocator); they must not be batched away
     async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
