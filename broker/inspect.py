@@ -18,8 +18,6 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
-import aiohttp
-from yarl import URL
 
 from broker.connection import BrokerConnection, redact
 from broker.errors import BrokerError
@@ -127,6 +125,11 @@ async def management_rates(
     credentials = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
     host = parts.netloc.rsplit("@", 1)[-1]
     base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    # imported here: every agent imports this module, and an HTTP client is ~10 MiB it
+    # would carry for a feature only `rally status` uses
+    import aiohttp
+    from yarl import URL
+
     out: dict[str, ManagementRates] = {}
     try:
         async with aiohttp.ClientSession(
