@@ -1,22 +1,19 @@
 """Dead-letter fixtures: an archive per test on SQLite (a temp file) and PostgreSQL (a schema).
 
-PostgreSQL comes from ``RALLY_TEST_PG_URL`` (default: the local server); when it
-does not answer, the PostgreSQL cases are skipped, saying why.
+PostgreSQL is the store tests' fixture (``tests/store/conftest.py``): ``RALLY_TEST_PG_URL``
+(default: the local server), else a testcontainers PostgreSQL where Docker answers, else
+the PostgreSQL cases are skipped, saying why.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from rich.console import Console
 
@@ -26,45 +23,15 @@ from broker.publisher import Publisher
 from broker.router import Router
 from broker.settings import BrokerSettings
 from broker.topology import QueueSpec
+
+# PostgreSQL: a schema of its own per test, the one fixture the store tests use too
+from tests.store.conftest import pg_server_url, pg_url  # noqa: F401 - fixtures reused
 from workers.cli import dlq_cmd
 from workers.cli.main import build_parser
 from workers.dlq.archive import DeadLetterArchive, open_archive
 from workers.dlq.directory import DlqDirectory
 from workers.dlq.mover import DeadLetterMover
 from workers.store import EventStore, open_store
-
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-async def _pg_problem(url: str) -> str | None:
-    try:
-        conn = await asyncpg.connect(url, timeout=3)
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    await conn.close()
-    return None
-
-
-@pytest.fixture(scope="session")
-def dlq_pg_server() -> str:
-    url = os.environ.get("RALLY_TEST_PG_URL", DEFAULT_PG_URL)
-    problem = asyncio.run(_pg_problem(url))
-    if problem is not None:
-        pytest.skip(f"PostgreSQL at {url} does not answer ({problem})")
-    return url
-
-
-@pytest.fixture
-async def dlq_pg_url(dlq_pg_server: str) -> AsyncIterator[str]:
-    """A store URL with a schema of its own, dropped afterwards."""
-    schema = f"rally_dlq_{uuid.uuid4().hex[:12]}"
-    sep = "&" if "?" in dlq_pg_server else "?"
-    yield f"{dlq_pg_server}{sep}schema={schema}"
-    conn = await asyncpg.connect(dlq_pg_server)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 @pytest.fixture
@@ -75,7 +42,7 @@ def store_url(tmp_path: Path) -> str:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def archive_url(request: pytest.FixtureRequest) -> str:
-    name = "store_url" if request.param == "sqlite" else "dlq_pg_url"
+    name = "store_url" if request.param == "sqlite" else "pg_url"
     return str(request.getfixturevalue(name))
 
 
