@@ -17,6 +17,7 @@ import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
@@ -29,10 +30,18 @@ from broker.deadletter import ORIGINAL_USER_ID, dead_letter_headers
 from broker.declare import declare_queue
 from broker.errors import DependencyUnavailable, Reject, Retry
 from broker.metrics import ConsumerMetrics
-from broker.publisher import Outgoing, Publisher
+from broker.publisher import JSON, Outgoing, Publisher
 from broker.router import BatchHandler, Incoming, Router
 from broker.topology import QueueSpec, pick_tier
-from contracts import ContractError, InvalidMessage, decode
+from contracts import (
+    BUNDLE_CONTENT_TYPE,
+    BundleMember,
+    ContractError,
+    InvalidMessage,
+    decode,
+    decode_bundle,
+)
+from contracts.bundle import BUNDLE_COUNT
 
 log = structlog.get_logger(__name__)
 
@@ -98,9 +107,9 @@ class Consumer:
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._batch: asyncio.Queue[tuple[Incoming[Any], AbstractIncomingMessage]] = asyncio.Queue()
+        self._batch: asyncio.Queue[tuple[Incoming[Any], asyncio.Future[None]]] = asyncio.Queue()
         self._batch_task: asyncio.Task[None] | None = None
-        self.handled = 0  # deliveries settled (acked, retried or dead-lettered)
+        self.handled = 0  # messages settled (handled, retried or dead-lettered), bundled or not
         self.metrics = ConsumerMetrics(worker, replica)
         self.tracer = tracing.ConsumerTracer(
             worker, replica, spec.name, batched=batch_handler is not None
@@ -143,12 +152,17 @@ class Consumer:
                 return
             await asyncio.sleep(0.01)
 
-    # ---- one delivery ----
+    # ---- one delivery: a message, or a bundle of them ----
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._inflight += 1
         self._idle.clear()
         try:
-            await self._process(message)
+            if message.content_type == BUNDLE_CONTENT_TYPE:
+                settled = await self._process_bundle(message)
+            else:
+                settled = await self._process(_delivery(message, self._headers(message)))
+            if settled:
+                await self._ack(message)
         except Exception:
             # could not even park or dead-letter it (broker trouble): give it back for later;
             # the queue's delivery limit stops a loop
@@ -161,37 +175,67 @@ class Consumer:
             if self._inflight == 0:
                 self._idle.set()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    def _headers(self, message: AbstractIncomingMessage) -> dict[str, Any]:
         headers: dict[str, Any] = dict(message.headers or {})
         if not message.user_id:
             # nobody the broker vouched for: a sender header is forged, and "" keeps the
             # message anonymous through retries, dead letters and replays (broker/identity.py)
             headers[ORIGINAL_USER_ID] = ""
+        return headers
+
+    async def _process_bundle(self, message: AbstractIncomingMessage) -> bool:
+        """Each member as if it came alone, all at once; the bundle is acked when all are settled.
+
+        A member that fails is retried or dead-lettered alone, as a message of its own.
+        """
+        headers = self._headers(message)
+        try:
+            members = decode_bundle(message.body)
+        except ContractError as exc:
+            whole = _delivery(message, headers)
+            with structlog.contextvars.bound_contextvars(
+                message_id=message.message_id, queue=self.spec.name, worker=self.worker
+            ):
+                await self._dead_letter(whole, headers, exc.reason, exc.detail, None, None, 1)
+            return True
+        headers.pop(BUNDLE_COUNT, None)
+        results = await asyncio.gather(
+            *(self._process(_member(message, headers, m)) for m in members),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return all(results)
+
+    async def _process(self, delivery: Delivery) -> bool:
+        """Handle, retry or dead-letter one message; False: leave its delivery unacked."""
+        headers = delivery.headers
         attempt = _int(headers.get(h.ATTEMPT), 1)
         with (
             structlog.contextvars.bound_contextvars(
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                msg_type=message.type,
+                message_id=delivery.message_id,
+                correlation_id=delivery.correlation_id,
+                msg_type=delivery.type,
                 queue=self.spec.name,
                 worker=self.worker,
                 replica=self.replica,
                 attempt=attempt,
             ),
-            self.tracer.consuming(message, headers),
+            self.tracer.consuming(delivery, headers),
         ):
             due = _int(headers.get(DUE_AT), 0)
             if due and due > time.time() * 1000 + 20:
-                await self._park(message, headers, attempt, (due - time.time() * 1000) / 1000)
-                return
+                await self._park(delivery, headers, attempt, (due - time.time() * 1000) / 1000)
+                return True
             try:
-                envelope = decode(message.body, max_bytes=self._settings.max_message_bytes)
+                envelope = decode(delivery.body, max_bytes=self._settings.max_message_bytes)
             except ContractError as exc:
                 errors = exc.errors if isinstance(exc, InvalidMessage) else None
                 await self._dead_letter(
-                    message, headers, exc.reason, exc.detail, None, errors, attempt
+                    delivery, headers, exc.reason, exc.detail, None, errors, attempt
                 )
-                return
+                return True
             structlog.contextvars.bind_contextvars(
                 message_id=str(envelope.id), correlation_id=str(envelope.correlation_id)
             )
@@ -199,42 +243,42 @@ class Consumer:
             incoming = Incoming(
                 envelope=envelope,
                 attempt=attempt,
-                user_id=self._user_id(message, headers),
+                user_id=self._user_id(delivery, headers),
                 queue=self.spec.name,
-                redelivered=bool(message.redelivered),
+                redelivered=delivery.redelivered,
                 headers=headers,
             )
             handler = self.router.get(envelope.type)
             if handler is None and self.batch_handler is None:
                 detail = f"{self.spec.name} has no handler for {envelope.type}"
                 await self._dead_letter(
-                    message, headers, "unknown_type", detail, None, None, attempt
+                    delivery, headers, "unknown_type", detail, None, None, attempt
                 )
-                return
+                return True
             try:
                 if self.authorize is not None:
                     self.authorize(incoming)
             except Reject as exc:
                 await self._dead_letter(
-                    message, headers, exc.reason, exc.detail, None, None, attempt
+                    delivery, headers, exc.reason, exc.detail, None, None, attempt
                 )
-                return
-            if self.batch_handler is not None:
-                await self._batch.put((incoming, message))
-                return
-            assert handler is not None
+                return True
             started = time.perf_counter()
             try:
-                await self._until_available(lambda: handler(incoming))
+                if handler is None or self.batch_handler is not None:
+                    await self._in_batch(incoming)
+                else:
+                    await self._until_available(lambda: handler(incoming))
             except _LeftUnacked:
-                return
+                return False
             except Exception as exc:
                 self.metrics.ran(envelope.type, started)
-                await self._failed(message, headers, attempt, exc)
-                return
+                await self._failed(delivery, headers, attempt, exc)
+                return True
             self.metrics.acked(envelope.type, started)
-            _fault_exit_after_append(message.message_id)
-            await self._ack(message)
+            _fault_exit_after_append(delivery.message_id)
+            self.handled += 1
+            return True
 
     async def _until_available(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run ``call``; while a dependency (the store) is down, hold the delivery and run it again.
@@ -255,14 +299,14 @@ class Consumer:
 
     async def _failed(
         self,
-        message: AbstractIncomingMessage,
+        delivery: Delivery,
         headers: dict[str, Any],
         attempt: int,
         exc: BaseException,
     ) -> None:
         if isinstance(exc, Reject):
             await self._dead_letter(
-                message, headers, exc.reason, exc.detail, "Reject", None, attempt
+                delivery, headers, exc.reason, exc.detail, "Reject", None, attempt
             )
             return
         error_type = type(exc).__name__
@@ -270,7 +314,7 @@ class Consumer:
         if attempt >= self._settings.max_attempts:
             reason = "retries_exhausted" if isinstance(exc, Retry) else "handler_error"
             log.error("message.dead_lettered", reason=reason, error=error)
-            await self._dead_letter(message, headers, reason, error, error_type, None, attempt)
+            await self._dead_letter(delivery, headers, reason, error, error_type, None, attempt)
             return
         after = exc.after if isinstance(exc, Retry) and exc.after is not None else None
         delay = after if after is not None else self._backoff(attempt)
@@ -281,45 +325,45 @@ class Consumer:
             delay_s=round(delay, 3),
             exc_info=not isinstance(exc, Retry),
         )
-        self.metrics.retried(message.type, error_type)
+        self.metrics.retried(delivery.type, error_type)
         retry_headers = {**headers, h.ATTEMPT: attempt + 1, LAST_ERROR: error[:1000]}
         # after a trip through a delay queue the delivery's own exchange is the requeue one;
         # keep where the sender really published it, for dead letters and replays
-        retry_headers.setdefault(h.DL_EXCHANGE, message.exchange or "")
-        retry_headers.setdefault(h.DL_ROUTING_KEY, message.routing_key or "")
-        await self._park(message, retry_headers, attempt + 1, delay)
+        retry_headers.setdefault(h.DL_EXCHANGE, delivery.exchange)
+        retry_headers.setdefault(h.DL_ROUTING_KEY, delivery.routing_key)
+        await self._park(delivery, retry_headers, attempt + 1, delay)
 
     def _backoff(self, attempt: int) -> float:
         growth: float = 2.0 ** (attempt - 1)
         return min(self._settings.retry_max_s, self._settings.retry_initial_s * growth)
 
     async def _park(
-        self, message: AbstractIncomingMessage, headers: dict[str, Any], attempt: int, delay: float
+        self, delivery: Delivery, headers: dict[str, Any], attempt: int, delay: float
     ) -> None:
-        """Send a copy through the delay queue that fits ``delay``, then ack the original."""
+        """Send a copy through the delay queue that fits ``delay`` (the caller then acks)."""
         tier = pick_tier(delay)
         out_headers = {**headers, h.ATTEMPT: attempt}
         if delay * 1000 > tier:
             out_headers[DUE_AT] = int(time.time() * 1000 + delay * 1000)
         else:
             out_headers.pop(DUE_AT, None)
-        self._keep_user(message, out_headers)
+        self._keep_user(delivery, out_headers)
         await self.publisher.publish_raw(
             Outgoing(
                 exchange=self.conn.topology.retry,
                 routing_key=self.conn.topology.retry_routing_key(tier, self.spec.name),
-                body=message.body,
-                message_id=message.message_id or "",
+                body=delivery.body,
+                message_id=delivery.message_id or "",
                 headers=out_headers,
-                type=message.type,
-                correlation_id=message.correlation_id,
+                type=delivery.type,
+                correlation_id=delivery.correlation_id,
             )
         )
-        await self._ack(message)
+        self.handled += 1
 
     async def _dead_letter(
         self,
-        message: AbstractIncomingMessage,
+        delivery: Delivery,
         headers: dict[str, Any],
         reason: str,
         error: str,
@@ -328,7 +372,7 @@ class Consumer:
         attempt: int,
     ) -> None:
         log.warning("message.dead_lettered", reason=reason, error=error[:500])
-        self.metrics.dead_lettered(message.type, reason)
+        self.metrics.dead_lettered(delivery.type, reason)
         out = dead_letter_headers(
             headers,
             reason=reason,
@@ -336,39 +380,40 @@ class Consumer:
             error_type=error_type,
             errors=errors,
             queue=self.spec.name,
-            exchange=str(headers.get(h.DL_EXCHANGE) or message.exchange or ""),
-            routing_key=str(headers.get(h.DL_ROUTING_KEY) or message.routing_key or ""),
+            exchange=str(headers.get(h.DL_EXCHANGE) or delivery.exchange),
+            routing_key=str(headers.get(h.DL_ROUTING_KEY) or delivery.routing_key),
             attempts=attempt,
             worker=self.worker,
             replica=self.replica,
-            message_type=message.type,
-            original_user_id=self._user_id(message, headers),
+            message_type=delivery.type,
+            original_user_id=self._user_id(delivery, headers),
         )
         await self.publisher.publish_raw(
             Outgoing(
                 exchange=self.conn.topology.dlx,
                 routing_key=self.conn.topology.dead_letter_key(self.spec),
-                body=message.body,
-                message_id=message.message_id or "",
+                body=delivery.body,
+                message_id=delivery.message_id or "",
                 headers=out,
-                type=message.type,
-                correlation_id=message.correlation_id,
+                type=delivery.type,
+                correlation_id=delivery.correlation_id,
+                content_type=delivery.content_type,
             )
         )
-        await self._ack(message)
+        self.handled += 1
 
-    def _user_id(self, message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> str | None:
+    def _user_id(self, delivery: Delivery, headers: Mapping[str, Any]) -> str | None:
         """The broker-validated publisher; for our own retries, the user who first sent it."""
         if (
-            message.user_id
-            and message.user_id == self.publisher.user_id
+            delivery.user_id
+            and delivery.user_id == self.publisher.user_id
             and ORIGINAL_USER_ID in headers
         ):
             return str(headers[ORIGINAL_USER_ID])
-        return message.user_id
+        return delivery.user_id
 
-    def _keep_user(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> None:
-        user = self._user_id(message, headers)
+    def _keep_user(self, delivery: Delivery, headers: dict[str, Any]) -> None:
+        user = self._user_id(delivery, headers)
         if user:
             headers[ORIGINAL_USER_ID] = user
 
@@ -377,9 +422,14 @@ class Consumer:
             await message.ack()
         except Exception as exc:  # channel gone: the broker requeues it; handlers are idempotent
             log.warning("message.ack_failed", error=str(exc))
-        self.handled += 1
 
     # ---- batches (single-active workers that decide over many messages at once) ----
+    async def _in_batch(self, incoming: Incoming[Any]) -> None:
+        """Queue it for the batch handler; returns when its batch is done, or raises its failure."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._batch.put((incoming, future))
+        await future
+
     async def _batch_loop(self) -> None:
         assert self.batch_handler is not None
         while True:
@@ -387,42 +437,84 @@ class Consumer:
             items = [first]
             while len(items) < self.max_batch and not self._batch.empty():
                 items.append(self._batch.get_nowait())
-            self._inflight += 1
-            self._idle.clear()
             try:
                 await self._run_batch(items)
-            finally:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._idle.set()
+            except BaseException as exc:  # nobody may wait forever on a batch
+                for _, future in items:
+                    if not future.done():
+                        future.set_exception(
+                            _LeftUnacked() if not isinstance(exc, Exception) else exc
+                        )
+                raise
 
-    async def _run_batch(
-        self, items: Sequence[tuple[Incoming[Any], AbstractIncomingMessage]]
-    ) -> None:
+    async def _run_batch(self, items: Sequence[tuple[Incoming[Any], asyncio.Future[None]]]) -> None:
         assert self.batch_handler is not None
         failures: Mapping[int, BaseException]
-        started = time.perf_counter()
         try:
             incomings = [incoming for incoming, _ in items]
             batch_handler = self.batch_handler
             found = await self._until_available(lambda: self.tracer.batch(batch_handler, incomings))
             failures = found or {}
-        except _LeftUnacked:
-            return
+        except _LeftUnacked as exc:
+            failures = dict.fromkeys(range(len(items)), exc)
         except Exception as exc:
             log.warning("batch.failed", size=len(items), error=str(exc), exc_info=True)
             failures = dict.fromkeys(range(len(items)), exc)
-        for index, (incoming, message) in enumerate(items):
-            with structlog.contextvars.bound_contextvars(
-                message_id=incoming.message_id, msg_type=incoming.envelope.type
-            ):
-                failure = failures.get(index)
-                if failure is None:
-                    self.metrics.acked(incoming.envelope.type, started)
-                    await self._ack(message)
-                else:
-                    self.metrics.ran(incoming.envelope.type, started)
-                    await self._failed(message, dict(incoming.headers), incoming.attempt, failure)
+        for index, (_, future) in enumerate(items):
+            if future.done():
+                continue
+            failure = failures.get(index)
+            if failure is None:
+                future.set_result(None)
+            else:
+                future.set_exception(failure)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message as the runtime handles it: a delivery of its own, or a member of a bundle."""
+
+    body: bytes
+    message_id: str | None
+    type: str | None
+    correlation_id: str | None
+    headers: dict[str, Any]
+    user_id: str | None
+    exchange: str
+    routing_key: str
+    redelivered: bool
+    content_type: str = JSON
+
+
+def _delivery(message: AbstractIncomingMessage, headers: dict[str, Any]) -> Delivery:
+    return Delivery(
+        body=message.body,
+        message_id=message.message_id,
+        type=message.type,
+        correlation_id=message.correlation_id,
+        headers=headers,
+        user_id=message.user_id,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+        redelivered=bool(message.redelivered),
+        content_type=message.content_type or JSON,
+    )
+
+
+def _member(
+    message: AbstractIncomingMessage, headers: Mapping[str, Any], member: BundleMember
+) -> Delivery:
+    return Delivery(
+        body=member.body,
+        message_id=member.message_id,
+        type=member.type,
+        correlation_id=member.correlation_id,
+        headers={**headers, **member.headers},
+        user_id=message.user_id,
+        exchange=message.exchange or "",
+        routing_key=message.routing_key or "",
+        redelivered=bool(message.redelivered),
+    )
 
 
 def _int(value: object, default: int) -> int:

@@ -1,9 +1,15 @@
-"""The confirmed publisher: persistent, mandatory, time-boxed, retried, pipelined.
+"""The confirmed publisher: persistent, mandatory, time-boxed, retried, pipelined, bundled.
 
 Every publish waits for the broker's confirm, so a returned call means the
 broker has the message. Many publishes run at once on one channel (each awaits
 its own confirm), which is what makes confirms fast. A message that no queue
 takes raises :class:`Unroutable` instead of vanishing.
+
+Bundling: messages marked ``bundle`` that are published in the same turn of
+the event loop to the same exchange and routing key leave as one broker
+message (``contracts/bundle.py``), and each caller returns when that one is
+confirmed. There is no timer: a lone message goes out at once, on its own;
+under load, whatever piled up while the loop was busy goes together.
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from tenacity import (
 from broker import tracing
 from broker.connection import BrokerConnection
 from broker.errors import PublishFailed, PublishTimeout, Unroutable
-from contracts import Envelope, Message, encode
+from contracts import BUNDLE_CONTENT_TYPE, BundleMember, Envelope, Message, encode, encode_bundle
+from contracts.bundle import BUNDLE_COUNT
 
 log = structlog.get_logger(__name__)
 
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
+JSON = "application/json"
+BUNDLE_MAX_BYTES = 512 * 1024  # a bundle is cut here, so one stays far below frame limits
 
 _TRANSIENT = (
     PublishTimeout,
@@ -56,6 +65,13 @@ class Outgoing:
     headers: Mapping[str, Any] = field(default_factory=dict)
     type: str | None = None
     correlation_id: str | None = None
+    # may travel in a bundle with others for the same destination: only for messages a
+    # rallypoint consumer reads (dead letters and delay queues get single messages)
+    bundle: bool = False
+    content_type: str = JSON
+
+
+Queued = tuple[Outgoing, "asyncio.Future[None]"]
 
 
 def routing_key_for(payload: Message) -> str:
@@ -74,6 +90,11 @@ class Publisher:
         # the login as the broker sees it (URL-decoded, e.g. an agent id with '@' or ':')
         self.user_id = unquote(urlsplit(conn.settings.amqp_url).username or "") or None
         self._max_bytes = conn.settings.max_message_bytes
+        self._bundle_max = conn.settings.bundle_max
+        self._queued: list[Queued] = []
+        self._flush_scheduled = False
+        self._sending: set[asyncio.Task[None]] = set()
+        self.bundles_sent = 0  # broker messages that carried more than one message
 
     async def start(self) -> Publisher:
         self._channel = await self.conn.channel(confirms=True)
@@ -122,6 +143,7 @@ class Publisher:
                 headers=tracing.inject(headers, envelope, exchange, routing_key, self.sender),
                 type=envelope.type,
                 correlation_id=str(envelope.correlation_id),
+                bundle=True,
             )
         )
 
@@ -136,6 +158,50 @@ class Publisher:
                 raise result
 
     async def publish_raw(self, message: Outgoing) -> None:
+        if message.bundle and self._bundle_max > 1:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queued.append((message, future))
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+            await future
+            return
+        await self._publish_reliably(message)
+
+    # ---- bundles ----
+    def _flush(self) -> None:
+        """Send what this turn of the loop queued: one broker message per destination."""
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, []
+        groups: dict[tuple[str, str], list[Queued]] = {}
+        for item in queued:
+            if not item[1].done():  # a caller that gave up is not sent
+                groups.setdefault((item[0].exchange, item[0].routing_key), []).append(item)
+        for items in groups.values():
+            for chunk in _chunks(items, self._bundle_max, BUNDLE_MAX_BYTES):
+                task = asyncio.create_task(self._send(chunk))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, chunk: list[Queued]) -> None:
+        try:
+            if len(chunk) == 1:
+                await self._publish_reliably(chunk[0][0])
+            else:
+                await self._publish_reliably(_bundle_of([m for m, _ in chunk]))
+                self.bundles_sent += 1
+        except BaseException as exc:
+            for _, future in chunk:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for _, future in chunk:
+                if not future.done():
+                    future.set_result(None)
+
+    async def _publish_reliably(self, message: Outgoing) -> None:
         try:  # the common case, without building a retry loop per message
             await self._publish_once(message)
             return
@@ -170,7 +236,7 @@ class Publisher:
             message_id=message.message_id,
             correlation_id=message.correlation_id,
             message_type=message.type,
-            content_type="application/json",
+            content_type=message.content_type,
             delivery_mode=PERSISTENT,
             user_id=self.user_id,
             app_id=self.sender,
@@ -193,3 +259,45 @@ class Publisher:
                 f"no queue is bound to {message.exchange!r} for routing key "
                 f"{message.routing_key!r}: the message was returned, not delivered"
             ) from exc
+
+
+def _chunks(items: list[Queued], max_members: int, max_bytes: int) -> list[list[Queued]]:
+    """Cut one destination's messages into bundles of at most ``max_members`` / ``max_bytes``."""
+    chunks: list[list[Queued]] = []
+    current: list[Queued] = []
+    size = 0
+    for item in items:
+        body = len(item[0].body)
+        if current and (len(current) >= max_members or size + body > max_bytes):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += body + 200  # the member's line of properties, roughly
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _bundle_of(messages: list[Outgoing]) -> Outgoing:
+    first = messages[0]
+    types = {m.type for m in messages}
+    return Outgoing(
+        exchange=first.exchange,
+        routing_key=first.routing_key,
+        body=encode_bundle(
+            [
+                BundleMember(
+                    body=m.body,
+                    message_id=m.message_id,
+                    type=m.type,
+                    correlation_id=m.correlation_id,
+                    headers=m.headers,
+                )
+                for m in messages
+            ]
+        ),
+        message_id=f"{first.message_id}+{len(messages) - 1}",
+        headers={BUNDLE_COUNT: len(messages)},
+        type=first.type if len(types) == 1 else None,
+        content_type=BUNDLE_CONTENT_TYPE,
+    )

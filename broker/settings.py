@@ -25,6 +25,9 @@ class BrokerSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, description="handler attempts before DLQ")
     retry_initial_s: float = Field(default=0.1, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
+    # messages for one destination published at the same moment travel as one bundle of up
+    # to this many (contracts/bundle.py); 1 sends every message on its own
+    bundle_max: int = Field(default=256, ge=1, le=10_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> BrokerSettings:

@@ -14,6 +14,7 @@ from contracts.agents import (
     RegisterAgent,
 )
 from contracts.base import Command, Event, Message, Notice
+from contracts.bundle import BUNDLE_CONTENT_TYPE, BundleMember, decode_bundle, encode_bundle
 from contracts.deadletters import DeadLetterPurged, DeadLetterReplayed, DeadLetterReplayRefused
 from contracts.envelope import (
     DEFAULT_MAX_BYTES,
@@ -80,6 +81,7 @@ from contracts.tasks import (
 )
 
 __all__ = [
+    "BUNDLE_CONTENT_TYPE",
     "DEFAULT_MAX_BYTES",
     "TERMINAL_STATES",
     "AcquireLease",
@@ -90,6 +92,7 @@ __all__ = [
     "AgentUpdated",
     "AssignTask",
     "Backoff",
+    "BundleMember",
     "CancelTask",
     "Command",
     "ContractError",
@@ -146,8 +149,10 @@ __all__ = [
     "UnsupportedVersion",
     "all_types",
     "decode",
+    "decode_bundle",
     "decode_payload",
     "encode",
+    "encode_bundle",
     "envelope_class",
     "lookup",
     "upcaster",

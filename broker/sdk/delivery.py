@@ -5,8 +5,13 @@ while it is in flight. The envelope (and so its message id) is built once;
 each retry publishes those same bytes, so a copy that did reach the broker
 before the drop is a duplicate the workers discard by message id. Retrying
 runs in background tasks, so one stuck report never holds up another task.
-A :class:`Lane` keeps one task's reports in order (started before progress
-before the final report) without making the handler wait for confirms.
+A :class:`Lane` sends one task's reports in order (started before progress
+before the final report) without making the handler wait for confirms, and
+without making a report wait for the confirm of the one before it: they leave
+in order on one channel, so the broker queues them in order. Only a report
+that needs a retry can be overtaken by a later one, and the task manager
+takes that in its stride (a final report is accepted before the start; the
+late start is then stale and ignored).
 """
 
 from __future__ import annotations
@@ -100,13 +105,14 @@ class ReliableSender:
 
 
 class Lane:
-    """One task's reports, delivered in the order they were sent."""
+    """One task's reports, sent in order: each is handed to the publisher after the one before.
+
+    Background deliveries start in the order they were created, and the publisher
+    puts messages on the channel in the order it was handed them.
+    """
 
     def __init__(self, sender: ReliableSender) -> None:
         self._sender = sender
-        self._last: asyncio.Task[None] | None = None
 
     def send(self, payload: Message, caused_by: Envelope[Any] | None = None) -> asyncio.Task[None]:
-        envelope = self._sender.wrap(payload, caused_by)
-        self._last = self._sender.deliver_soon(envelope, after=self._last)
-        return self._last
+        return self._sender.deliver_soon(self._sender.wrap(payload, caused_by))

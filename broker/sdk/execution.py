@@ -4,6 +4,12 @@ Every report carries the attempt and fencing token of the assignment and is
 sent through the task's :class:`Lane`, so it is delivered in order and
 retried until confirmed while the handler goes on.
 
+The start report waits :data:`START_GRACE_S` after the handler begins. A task
+done by then sends only its final report, and the task manager records the
+start with it (the history still reads started, then the end): for quick
+tasks that is one message, one handling and one write fewer. A progress
+report sends the start first.
+
 Stopping: a ``StopTask`` cancels the handler and sends *no* report (the task
 manager already decided the attempt is over, and would refuse a late report
 for it anyway). An agent that gives up waiting while it stops reports the
@@ -35,6 +41,7 @@ from contracts import (
 log = structlog.get_logger(__name__)
 
 CancelReason = Literal["stop", "shutdown"]
+START_GRACE_S = 0.005
 
 
 class Execution:
@@ -56,6 +63,7 @@ class Execution:
         self.cancel_reason: CancelReason | None = None
         self.aio_task: asyncio.Task[None] | None = None
         self.final: asyncio.Task[None] | None = None  # the final report's delivery
+        self._start: asyncio.TimerHandle | None = None  # the start report, not yet sent
 
     @property
     def attempt(self) -> int:
@@ -66,6 +74,9 @@ class Execution:
         return self.aio_task
 
     def cancel(self, reason: CancelReason) -> None:
+        if reason == "stop" and self._start is not None:  # stopped: it sends no report at all
+            self._start.cancel()
+            self._start = None
         if self.aio_task is not None and not self.aio_task.done():
             self.cancel_reason = self.cancel_reason or reason
             self.aio_task.cancel()
@@ -80,7 +91,16 @@ class Execution:
         }
 
     def _report(self, payload: Any) -> asyncio.Task[None]:
+        if self._start is not None:  # a final report stands for the start; progress follows it
+            self._start.cancel()
+            self._start = None
+            if isinstance(payload, ReportTaskProgress):
+                self._send_started()
         return self.lane.send(payload, caused_by=self.envelope)
+
+    def _send_started(self) -> None:
+        self._start = None
+        self.lane.send(ReportTaskStarted(**self._ids()), caused_by=self.envelope)
 
     def _on_progress(self, fraction: float, message: str | None) -> None:
         if self.cancel_reason is None:
@@ -94,7 +114,8 @@ class Execution:
             capability=a.capability,
             correlation_id=str(self.envelope.correlation_id),
         ):
-            self._report(ReportTaskStarted(**self._ids()))
+            loop = asyncio.get_running_loop()
+            self._start = loop.call_later(START_GRACE_S, self._send_started)
             held = self.leases.adopt(a.leases, ttl_s=max(a.timeout_s, 30.0))
             task = Task(
                 id=a.task_id,

@@ -2,7 +2,8 @@
 
 ``Observer`` binds a test queue to the namespace's commands exchange (every
 route the SDK sends on) and records each decoded envelope with its AMQP
-message id, so tests can assert on what arrived, in what order, how often.
+message id (a bundle's members one by one), so tests can assert on what
+arrived, in what order, how often.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from broker.connection import BrokerConnection
 from broker.declare import declare_queue
 from contracts import Envelope, decode
+from tests.support.amqp import unbundle
 
 Match = Callable[[Envelope[Any]], bool]
 
@@ -37,10 +39,10 @@ class Observer:
         return self
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        envelope = decode(message.body)
         async with self._changed:
-            self.seen.append(envelope)
-            self.message_ids.append(message.message_id or "")
+            for taken in unbundle(message):  # a bundle counts as the messages in it
+                self.seen.append(decode(taken.body))
+                self.message_ids.append(taken.message_id or "")
             self._changed.notify_all()
 
     def of(self, type_name: str, match: Match | None = None) -> list[Envelope[Any]]:

@@ -15,7 +15,6 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from broker import headers as h
 from broker.connection import BrokerConnection
@@ -36,7 +35,7 @@ from contracts import (
     encode,
 )
 from tests.security.conftest import Users
-from tests.support.amqp import depth, publish_bytes, take
+from tests.support.amqp import Taken, depth, publish_bytes, take
 from workers.dlq.archive import open_archive
 from workers.dlq.parse import parse
 from workers.dlq.replay import Replayer
@@ -111,7 +110,7 @@ async def test_an_agent_with_its_own_user_registers_takes_work_and_reports(
         assert await depth(broker, f"{broker.topology.worker_queue(worker)}.dlq") == 0
 
 
-def security_letters(letters: list[AbstractIncomingMessage]) -> list[tuple[str | None, str]]:
+def security_letters(letters: list[Taken]) -> list[tuple[str | None, str]]:
     out = []
     for letter in letters:
         headers = letter.headers or {}
@@ -232,9 +231,7 @@ async def test_an_anonymous_message_gains_no_identity_from_a_header_or_a_replay(
     assert await types(fleet, f"agent-{ghost}") == []
 
 
-async def replayed(
-    fleet: Running, dlq: str, message: AbstractIncomingMessage
-) -> list[AbstractIncomingMessage]:
+async def replayed(fleet: Running, dlq: str, message: Taken) -> list[Taken]:
     """Replay a dead letter as `rally dlq replay` does; what lands in the DLQ next."""
     archive = open_archive("sqlite:///:memory:")
     await archive.start()

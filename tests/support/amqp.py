@@ -4,20 +4,88 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from broker.connection import BrokerConnection
+from contracts import BUNDLE_CONTENT_TYPE, ContractError, decode_bundle
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A message got from a queue; a bundle's members are taken one by one, like messages."""
+
+    body: bytes
+    message_id: str | None
+    type: str | None
+    correlation_id: str | None
+    headers: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    app_id: str | None = None
+    exchange: str | None = None
+    routing_key: str | None = None
+    content_type: str | None = None
+    bundled: bool = False
+
+    async def ack(self, multiple: bool = False) -> None:
+        """Already acked when taken (kept for code that settles what it reads)."""
+
+    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
+        """Already acked when taken."""
+
+
+def unbundle(message: AbstractIncomingMessage) -> list[Taken]:
+    """The messages a delivery carries: itself, or each member of a bundle."""
+    headers = dict(message.headers or {})
+    common: dict[str, Any] = {
+        "user_id": message.user_id,
+        "app_id": message.app_id,
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+    }
+    try:
+        members = decode_bundle(message.body) if message.content_type == BUNDLE_CONTENT_TYPE else []
+    except ContractError:
+        members = []  # a broken bundle (say, a dead letter) is taken as it is
+    if not members:
+        return [
+            Taken(
+                message.body,
+                message.message_id,
+                message.type,
+                message.correlation_id,
+                headers,
+                content_type=message.content_type,
+                **common,
+            )
+        ]
+    return [
+        Taken(
+            m.body,
+            m.message_id,
+            m.type,
+            m.correlation_id,
+            {**headers, **m.headers},
+            content_type="application/json",
+            bundled=True,
+            **common,
+        )
+        for m in members
+    ]
 
 
 async def take(
     conn: BrokerConnection, queue: str, count: int, *, timeout: float = 10.0
-) -> list[AbstractIncomingMessage]:
-    """Get (and ack) ``count`` messages from ``queue``, waiting up to ``timeout``."""
+) -> list[Taken]:
+    """Get (and ack) ``count`` messages from ``queue``, waiting up to ``timeout``.
+
+    A bundle counts as the messages in it (``Taken.bundled`` says which came so).
+    """
     channel = await conn.connection.channel(publisher_confirms=False)
-    got: list[AbstractIncomingMessage] = []
+    got: list[Taken] = []
     deadline = time.monotonic() + timeout
     try:
         q = await channel.get_queue(queue, ensure=False)
@@ -26,7 +94,7 @@ async def take(
             if message is None:
                 await asyncio.sleep(0.02)
                 continue
-            got.append(message)
+            got.extend(unbundle(message))
     finally:
         await channel.close()
     return got

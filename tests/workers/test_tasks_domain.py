@@ -67,6 +67,10 @@ def assigned(task: Task, agent: str = "a") -> Task:
     )
 
 
+def running(task: Task) -> Task:
+    return apply(task, decide(task, report(task, ReportTaskStarted), clock.now()))  # type: ignore[arg-type]
+
+
 def report(task: Task, cls: type, **kw: object) -> object:
     assert task.fencing_token is not None
     return cls(
@@ -92,6 +96,21 @@ def test_started_sets_deadline_and_timer() -> None:
     assert fx[0].not_before is not None
 
 
+def test_a_final_report_before_the_start_report_records_the_start_too() -> None:
+    task = assigned(submitted(timeout_s=10)[0])
+    events = decide(task, report(task, ReportTaskSucceeded, result=1), clock.now())  # type: ignore[arg-type]
+    assert types(events) == ["TaskStarted", "TaskSucceeded"]
+    after = apply(task, events)
+    assert after.state == "succeeded"
+    # ended in the same append: no time-out timer, and the start report coming late is stale
+    assert not any(isinstance(f.payload, TaskTimerDue) for f in effects(task, events, after))
+    assert stale(after, report(task, ReportTaskStarted)) is not None  # type: ignore[arg-type]
+    failed = decide(task, report(task, ReportTaskFailed, error="e"), clock.now())  # type: ignore[arg-type]
+    assert types(failed) == ["TaskStarted", "TaskFailed", "TaskRetryScheduled"]
+    fx = effects(task, failed, apply(task, failed))
+    assert [f.payload.timer for f in fx if isinstance(f.payload, TaskTimerDue)] == ["retry"]
+
+
 def test_stale_report_has_no_effect() -> None:
     task = assigned(submitted()[0])
     old = report(task, ReportTaskSucceeded)
@@ -102,7 +121,7 @@ def test_stale_report_has_no_effect() -> None:
 
 
 def test_failure_backs_off_then_dies_with_last_error() -> None:
-    task = assigned(submitted(max_attempts=2)[0])
+    task = running(assigned(submitted(max_attempts=2)[0]))
     events = decide(task, report(task, ReportTaskFailed, error="boom"), clock.now())  # type: ignore[arg-type]
     assert types(events) == ["TaskFailed", "TaskRetryScheduled"]
     assert events[1].delay_s == 1  # type: ignore[attr-defined]
@@ -111,7 +130,7 @@ def test_failure_backs_off_then_dies_with_last_error() -> None:
     timer = TaskTimerDue(task_id=task.task_id, attempt=2, timer="retry")
     requeue = decide(task, timer, clock.now())
     assert types(requeue) == ["TaskRequeued"]
-    task = assigned(apply(task, requeue))
+    task = running(assigned(apply(task, requeue)))
     assert task.attempt == 2
     events = decide(task, report(task, ReportTaskFailed, error="boom2"), clock.now())  # type: ignore[arg-type]
     assert types(events) == ["TaskFailed", "TaskDead"]
@@ -119,7 +138,7 @@ def test_failure_backs_off_then_dies_with_last_error() -> None:
 
 
 def test_not_retryable_dies_at_once() -> None:
-    task = assigned(submitted(max_attempts=5)[0])
+    task = running(assigned(submitted(max_attempts=5)[0]))
     cmd = report(task, ReportTaskFailed, error="bad input", retryable=False)
     assert types(decide(task, cmd, clock.now())) == ["TaskFailed", "TaskDead"]  # type: ignore[arg-type]
 
@@ -137,7 +156,7 @@ def test_timeout_fails_stops_agent_and_retries() -> None:
 
 
 def test_result_too_large_is_refused() -> None:
-    task = assigned(submitted()[0])
+    task = running(assigned(submitted()[0]))
     cmd = report(task, ReportTaskSucceeded, result="x" * 100)
     events = decide(task, cmd, clock.now(), Limits(max_result_bytes=50))  # type: ignore[arg-type]
     assert types(events) == ["TaskFailed", "TaskDead"]
@@ -205,7 +224,9 @@ def test_success_resolves_dependents() -> None:
     dependent = uuid4()
     from contracts import DependentAdded
 
-    task = assigned(apply(task, [DependentAdded(task_id=task.task_id, dependent=dependent)]))
+    task = running(
+        assigned(apply(task, [DependentAdded(task_id=task.task_id, dependent=dependent)]))
+    )
     events = decide(task, report(task, ReportTaskSucceeded, result=1), clock.now())  # type: ignore[arg-type]
     fx = effects(task, events, apply(task, events))
     assert [type(f.payload).__name__ for f in fx] == ["TaskOutcome", "ResolveDependency"]

@@ -100,6 +100,7 @@ class OutboxPublisher:
             message_id=record.message_id,
             headers=dict(record.headers),
             type=_type_of(record),
+            bundle=True,
         )
 
 

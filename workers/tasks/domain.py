@@ -108,16 +108,20 @@ def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits(
                 )
             ]
         case ReportTaskSucceeded():
+            started = _implied_start(task, agent, now)
             size = len(json.dumps(command.result, separators=(",", ":")).encode())
             if size > limits.max_result_bytes:
                 error = f"result too large: {size} bytes > {limits.max_result_bytes}"
                 # the same work would produce the same result: retrying cannot help
-                return _failed(task, now, agent, error, "ResultTooLarge", retryable=False)
+                return started + _failed(task, now, agent, error, "ResultTooLarge", retryable=False)
             return [
-                TaskSucceeded(task_id=tid, agent_id=agent, attempt=attempt, result=command.result)
+                *started,
+                TaskSucceeded(task_id=tid, agent_id=agent, attempt=attempt, result=command.result),
             ]
         case ReportTaskFailed():
-            return _failed(task, now, agent, command.error, command.error_type, command.retryable)
+            return _implied_start(task, agent, now) + _failed(
+                task, now, agent, command.error, command.error_type, command.retryable
+            )
         case RejectAssignment():
             return [
                 TaskRequeued(
@@ -128,6 +132,21 @@ def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits(
                 )
             ]
     raise TypeError(f"task manager cannot decide {type(command).__name__}")
+
+
+def _implied_start(task: Task, agent: str, now: datetime) -> list[Event]:
+    """A final report for an attempt not yet started says it started, too.
+
+    An agent whose task is done within moments sends only the final report (the
+    start report would arrive with it); it may also overtake a start report that
+    needed a retry. Either way the history keeps its shape: started, then the end.
+    """
+    if task.state != "assigned":
+        return []
+    deadline = now + timedelta(seconds=task.timeout_s)
+    return [
+        TaskStarted(task_id=task.task_id, agent_id=agent, attempt=task.attempt, deadline=deadline)
+    ]
 
 
 def _failed(
@@ -313,7 +332,8 @@ def effects(before: Task, events: list[Event], after: Task) -> list[Effect]:
     out: list[Effect] = []
     for event in events:
         match event:
-            case TaskStarted():
+            case TaskStarted() if after.state == "running" and after.attempt == event.attempt:
+                # (a task that also ended in this append needs no time-out)
                 timer = TaskTimerDue(task_id=event.task_id, attempt=event.attempt, timer="timeout")
                 out.append(Effect(timer, not_before=event.deadline))
             case TaskRetryScheduled():

@@ -150,10 +150,7 @@ class TaskManager:
         meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
         structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
 
-        async def attempt() -> None:
-            task = await self.load(cmd.task_id)
-            key_owner = await self._key_owner(cmd.idempotency_key)
-            deps = {d: await self.load(d) for d in dict.fromkeys(cmd.depends_on)}
+        async def record(task: Task, key_owner: Task | None, deps: dict[UUID, Task]) -> None:
             decision = decide_submit(cmd, sender, task, deps, key_owner, self.clock.now())
             if decision.duplicate_of is not None:
                 # nothing to record: answer directly (a redelivery answers again)
@@ -182,6 +179,25 @@ class TaskManager:
                     after = evolve(after, event)
                 self.cache.put(after)
                 log.info("task.submitted", capability=cmd.capability, deps=len(deps))
+
+        # A submit is nearly always of a task nobody has seen: decide as if so, without a read.
+        # The append expects the task's stream (and its key's) not to exist, so if one does the
+        # store refuses it, and we read and decide again at once (answering the duplicate).
+        guess = not cmd.depends_on and self.cache.get(cmd.task_id) is None
+
+        async def attempt() -> None:
+            nonlocal guess
+            if guess:
+                guess = False
+                try:
+                    await record(fold(cmd.task_id, []), None, {})
+                    return
+                except ConcurrencyError:
+                    pass
+            task = await self.load(cmd.task_id)
+            key_owner = await self._key_owner(cmd.idempotency_key)
+            deps = {d: await self.load(d) for d in dict.fromkeys(cmd.depends_on)}
+            await record(task, key_owner, deps)
 
         streams = [str(cmd.task_id), *map(str, cmd.depends_on)]
         if cmd.idempotency_key is not None:
