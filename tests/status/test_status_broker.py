@@ -46,13 +46,11 @@ async def declare_tasks_queue(conn: BrokerConnection) -> str:
 
 async def submit(publisher: Publisher, count: int) -> None:
     # a capability no agent has: the tasks worker records each one and places none; the key
-    # makes each submit two events (the task's and its key's) under one causing message
-    await asyncio.gather(
-        *(
-            publisher.send(SubmitTask(capability="nobody-has-it", idempotency_key=str(uuid4())))
-            for _ in range(count)
-        )
-    )
+    # makes each submit two events (the task's and its key's) under one causing message.
+    # One at a time, so each is a broker message of its own (sent together they would share
+    # one bundle, and the queue's depth counts broker messages)
+    for _ in range(count):
+        await publisher.send(SubmitTask(capability="nobody-has-it", idempotency_key=str(uuid4())))
 
 
 @contextlib.asynccontextmanager

@@ -171,6 +171,7 @@ class Allocator:
 
     async def _hand_back(self) -> None:
         """Tasks held by agents that are gone go back (or die) by the task manager's rules."""
+        handed = False
         for task_id, agent_id, why in orphaned(self.view):
             for _ in range(ROUNDS):
                 records = await self.store.read(stream_of(task_id))
@@ -195,8 +196,10 @@ class Allocator:
                 except ConcurrencyError:
                     continue
                 log.info("allocator.handed_back", task_id=str(task_id), agent_id=agent_id, why=why)
+                handed = True
                 break
-        await self.catch_up()
+        if handed:
+            await self.catch_up()
 
     async def _hold_lease(self) -> None:
         acquire = getattr(self.store, "acquire_lease", None)

@@ -122,6 +122,9 @@ class Projection:
         category = record.stream.split("-", 1)[0]
         if category not in ("agent", "task", "resource"):
             return
+        if category == "task" and record.type in _STATE_ONLY:
+            self._task_state_only(record)
+            return
         event = load_event(record)
         if category == "agent":
             self._agent(event)
@@ -200,6 +203,22 @@ class Projection:
                 self._off_agent(view)
                 del self.tasks[view.task_id]
 
+    def _task_state_only(self, record: RecordedEvent) -> None:
+        """An event whose fields placement does not read: no need to validate its payload."""
+        task_id = _task_id(record.stream)
+        view = self.tasks.get(task_id) if task_id is not None else None
+        if view is None:
+            return
+        view.version = record.version
+        if record.type == "TaskStarted":
+            view.state = "running"
+        elif record.type == "TaskFailed":
+            self._off_agent(view)
+            view.state = "failed"
+        elif record.type in _ENDS:
+            self._off_agent(view)
+            del self.tasks[view.task_id]
+
     def _off_agent(self, view: TaskView) -> None:
         if view.agent_id is not None:
             agent = self.agents.get(view.agent_id)
@@ -232,3 +251,17 @@ class Projection:
             case LeaseReleased() | LeaseExpired():
                 view.holders.pop(event.lease_id, None)
                 view.waiters.pop(event.lease_id, None)
+
+
+# task events whose payload placement never reads (see _task): the stream names the task
+_ENDS = frozenset({"TaskSucceeded", "TaskCancelled", "TaskDead"})
+_STATE_ONLY = frozenset(
+    {"TaskStarted", "TaskFailed", "TaskProgressed", "DependentAdded", "DependencyResolved"} | _ENDS
+)
+
+
+def _task_id(stream: str) -> UUID | None:
+    try:
+        return UUID(stream.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return None

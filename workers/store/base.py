@@ -188,7 +188,26 @@ class BatchEventStore(EventStore, Protocol):
         ...
 
 
-CommitListener = Callable[[Sequence[int]], None]
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What a commit hands the local relay's fast path: the rows it wrote born claimed
+    by the relay (built from the values written, so the relay reads nothing back).
+
+    ``claimed_at`` is ``time.monotonic()`` taken no later than the claim's start: the
+    claim lasts at least until ``claimed_at + claim_seconds``.
+
+    ``after``: per stream, the newest row that was pending at this commit, where every
+    pending row of the stream was this relay's own (handed earlier, not yet confirmed).
+    The stream's first row here must not go out before that one: the relay checks it
+    published it, or else asks the store (``outbox_take_own``).
+    """
+
+    rows: Sequence[OutboxRow]
+    claimed_at: float
+    after: Mapping[str, int] = field(default_factory=dict)
+
+
+CommitListener = Callable[[Handoff], None]
 
 
 class OutboxStore(Protocol):
@@ -196,7 +215,12 @@ class OutboxStore(Protocol):
 
     def attach_relay(self, owner: str, claim_seconds: float, on_commit: CommitListener) -> None:
         """From now on outbox rows are born claimed by ``owner`` for ``claim_seconds``,
-        and ``on_commit`` gets their ids right after each commit (the fast path)."""
+        and ``on_commit`` gets them right after each commit (the fast path).
+
+        An event row is born claimed only if every pending row of its stream (all have
+        lower ids) is ``owner``'s too (checked in the append transaction; see
+        ``Handoff.after``); otherwise it is written unclaimed, for the sweeper, and not
+        handed over. Timers are never born claimed."""
         ...
 
     def detach_relay(self) -> None: ...
@@ -206,7 +230,10 @@ class OutboxStore(Protocol):
     ) -> list[OutboxRow]:
         """Of ``ids``, the rows still claimed by ``owner`` that are first in line for their
         stream, claim renewed, in id order. Rows behind another pending row of their
-        stream are released to the sweeper, which publishes in order."""
+        stream are released to the sweeper, which publishes in order.
+
+        The fast path's fallback for handed rows it reached late (past half their
+        claim): only a row whose claim is still ours may go out from here."""
         ...
 
     async def outbox_claim_due(

@@ -16,6 +16,7 @@ from workers.store.base import (
     AppendResult,
     CommitListener,
     EventStore,
+    Handoff,
     Metadata,
     NewEvent,
     OutboxMessage,
@@ -122,12 +123,12 @@ class StoreBase(SingleStreamAppend):
     def detach_relay(self) -> None:
         self._relay = None
 
-    def _notify_relay(self, hook: RelayHook | None, ids: Sequence[int]) -> None:
+    def _notify_relay(self, hook: RelayHook | None, handoff: Handoff) -> None:
         """Called after commit. A failing listener must not turn a committed append into
         an error: the rows are safe in the outbox and the sweeper will publish them."""
-        if hook is None or not ids:
+        if hook is None or not handoff.rows:
             return
         try:
-            hook.on_commit(ids)
+            hook.on_commit(handoff)
         except Exception:
-            log.exception("outbox.notify_failed", rows=len(ids))
+            log.exception("outbox.notify_failed", rows=len(handoff.rows))

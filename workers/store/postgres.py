@@ -23,6 +23,7 @@ missing); anything else in the query goes to asyncpg as usual.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -32,10 +33,12 @@ import asyncpg
 import structlog
 
 from workers.store import postgres_outbox
-from workers.store.base import AppendOutcome, AppendRequest, OutboxRow, RecordedEvent
+from workers.store.base import AppendOutcome, AppendRequest, Handoff, OutboxRow, RecordedEvent
 from workers.store.codec import dumps, loads, result_from_dict
 from workers.store.common import StoreBase
 from workers.store.errors import StoreError
+from workers.store.handoff import handed_rows
+from workers.store.ordering import split_pending
 from workers.store.planner import keys_of, plan_batch, streams_of
 from workers.store.postgres_conn import append_transaction, keep_session, translate
 from workers.store.postgres_rows import WRITE_SQL, events_json, outbox_json, processed_json
@@ -51,6 +54,12 @@ log = structlog.get_logger(__name__)
 
 # The state one append needs, in one round trip. The outbox ids are reserved here as a
 # block (upper bound: every event and message of the batch), under the append lock.
+# ``pending``: per stream of $4 with outbox rows pending, the newest one and whether one
+# is not claimed by the local relay $5 (see ordering.py: this append's rows of the stream
+# then go to the sweeper). Exact under the append lock, since only appends insert outbox
+# rows; a row deleted or released meanwhile only sends ours the slow way. Cheap whatever
+# the backlog: max(id) is one probe of the (stream, id) index, and the EXISTS stops at the
+# first row that is not the relay's own in flight.
 _STATE_SQL = """
 SELECT (SELECT coalesce(max(position), 0) FROM events) AS last,
        clock_timestamp() AS now,
@@ -58,7 +67,13 @@ SELECT (SELECT coalesce(max(position), 0) FROM events) AS last,
              FROM unnest($1::text[]) WITH ORDINALITY AS s(stream, n) ORDER BY s.n) AS versions,
        (SELECT coalesce(json_object_agg(key, result), '{}'::json)
           FROM processed_messages WHERE key = ANY($2::text[]))::text AS processed,
-       setval('outbox_id_seq', nextval('outbox_id_seq') + $3::bigint - 1) AS outbox_last
+       setval('outbox_id_seq', nextval('outbox_id_seq') + $3::bigint - 1) AS outbox_last,
+       (SELECT coalesce(json_object_agg(p.s, json_build_array(p.newest, p.theirs)), '{}'::json)
+          FROM (SELECT s, (SELECT max(o.id) FROM outbox o WHERE o.stream = s) AS newest,
+                       EXISTS (SELECT 1 FROM outbox o WHERE o.stream = s
+                                AND o.claimed_by IS DISTINCT FROM $5::text) AS theirs
+                  FROM unnest($4::text[]) AS s) AS p
+         WHERE p.newest IS NOT NULL)::text AS pending
 """
 
 
@@ -134,7 +149,17 @@ class PostgresEventStore(StoreBase):
         reserve = max(1, sum(len(a.events) for r in requests for a in r.appends))
         reserve += sum(len(r.outbox) for r in requests)
         async with self.connection() as conn, append_transaction(conn, self._lock_key):
-            state = await conn.fetchrow(_STATE_SQL, streams, keys_of(requests), reserve)
+            # Taken before the claims' start (the database's now): the relay's deadlines
+            # count from here.
+            claimed_at = time.monotonic()
+            state = await conn.fetchrow(
+                _STATE_SQL,
+                streams,
+                keys_of(requests),
+                reserve,
+                streams if hook else [],
+                hook.owner if hook else None,
+            )
             assert state is not None
             processed = {k: result_from_dict(v) for k, v in loads(state[3]).items()}
             plan = plan_batch(
@@ -142,12 +167,15 @@ class PostgresEventStore(StoreBase):
             )
             now = state[1]
             first_id = int(state[4]) - reserve + 1
-            outbox, claimed = outbox_json(plan, first_id, now, hook)
+            held, after = split_pending(loads(state[5]))
+            outbox, claimed = outbox_json(plan, first_id, now, hook, held)
             if plan.events or plan.outbox or plan.processed:
                 await conn.execute(
                     WRITE_SQL, events_json(plan.events), outbox, processed_json(plan), now
                 )
-        self._notify_relay(hook, claimed)
+        if hook is not None and claimed:
+            rows = handed_rows(plan, [(i, plan.outbox[i - first_id]) for i in claimed], now)
+            self._notify_relay(hook, Handoff(rows, claimed_at, after))
         return plan.outcomes
 
     # -- reads ---------------------------------------------------------------------

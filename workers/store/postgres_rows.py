@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from workers.store.codec import dumps, utc
@@ -53,9 +53,16 @@ def events_json(events: Sequence[EventRow]) -> str:
 
 
 def outbox_json(
-    plan: BatchPlan, first_id: int, now: datetime, hook: RelayHook | None
+    plan: BatchPlan,
+    first_id: int,
+    now: datetime,
+    hook: RelayHook | None,
+    held: Collection[str] = (),
 ) -> tuple[str, list[int]]:
-    """The outbox rows, and the ids of those born claimed by the local relay."""
+    """The outbox rows, and the ids of those born claimed by the local relay.
+
+    Rows of a ``held`` stream (an earlier row of it is pending) are not: the sweeper
+    publishes them after that row, in order."""
     rows = []
     claimed: list[int] = []
     claim_until = (now + timedelta(seconds=hook.claim_seconds)) if hook else now
@@ -65,7 +72,7 @@ def outbox_json(
         due = utc(m.not_before) if m is not None and m.not_before is not None else None
         if due is not None and due > now:  # a timer: the sweeper sends it when due
             available, owner = due, None
-        elif hook is not None:  # born claimed by the local relay's fast path
+        elif hook is not None and spec.stream not in held:  # the local relay's fast path
             available, owner = claim_until, hook.owner
             claimed.append(row_id)
         else:

@@ -7,9 +7,13 @@ deleted only after the broker confirmed it, so a crash anywhere loses nothing.
 Two paths publish rows:
 
 - **Fast path** (low latency, every replica). A store with a relay attached
-  writes its rows *claimed by this relay until now + grace* and, right after
-  commit, hands the relay their ids. The relay renews the claim (only if it
-  still holds it), publishes, waits for the confirms and deletes the rows.
+  writes its rows *claimed by this relay until now + claim_seconds* and, right
+  after commit, hands the relay the rows themselves (built from the values it
+  wrote: no read-back, no decoding). The relay publishes them, waits for the
+  confirms and deletes the rows — no other store call. If it gets to rows
+  later than half their claim (a stalled loop), the claim may be about to run
+  out and the sweeper to take them: those go the old way, ``outbox_take_own``,
+  which renews the claim only if it is still ours.
 - **Sweeper** (recovery and timers, one leader). Whoever holds the ``outbox``
   lease — a row with owner and expiry, renewed every third of its TTL and
   taken over only once expired — polls (default every 50 ms, one indexed
@@ -25,11 +29,24 @@ between confirm and delete, a row goes out twice with the same message id
 (the event id for events): subscribers dedupe on it.
 
 Order per stream: ids grow in commit order (the stores assign them under
-their append lock). A relay publishes an event row only when no other pending
-row of that stream has a lower id (``ordering.first_in_line``); a fast-path
-row stuck behind another replica's row is released to the sweeper instead,
-which takes each stream from its oldest pending row. Rows without a stream
-(side-effect messages, timers) are not held back.
+their append lock). A relay publishes an event row only after every lower
+row of its stream is out. For the fast path the append transaction checks
+it, looking at the stream's pending rows (all lower than its own):
+
+- one is not this relay's (another replica's, the sweeper's, released after
+  a failure, written with no relay): the append writes its rows of the
+  stream unclaimed and does not hand them over. The sweeper, which takes
+  each stream from its oldest pending row (``ordering.first_in_line``),
+  publishes them in order.
+- all are this relay's (handed, not confirmed yet): the rows are handed over
+  chained to the newest of them (``Handoff.after``). The relay publishes its
+  handed rows in order and remembers, per stream, the last one it published
+  and deleted; a row goes out directly only if its predecessor is that one
+  or goes out ahead of it in the same batch. Otherwise (its predecessor
+  failed, went late, or was handed after it) ``outbox_take_own`` decides,
+  holding it back for the sweeper while a lower row is pending.
+
+Rows without a stream (side-effect messages, timers) are not held back.
 """
 
 from __future__ import annotations
@@ -41,14 +58,18 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from workers.store.base import OutboxRow, OutboxStore, OutgoingRecord, RecordedEvent
+from workers.store.base import Handoff, OutboxRow, OutboxStore, OutgoingRecord, RecordedEvent
 from workers.store.errors import StoreError
 
 log = structlog.get_logger(__name__)
+
+# How many streams' last published row the fast path remembers (see Relay._sent).
+_SENT_STREAMS = 10_000
 
 EncodeEvent = Callable[[RecordedEvent], OutgoingRecord]
 
@@ -57,6 +78,17 @@ class OutboxPublisher(Protocol):
     async def publish_outbox(self, messages: Sequence[OutgoingRecord]) -> None:
         """Publish all, in order, wait for every confirm; raise if any failed."""
         ...
+
+
+@dataclass(slots=True)
+class RelayCounts:
+    """Rows published, by path: handed and sent as is (``fast``), handed but sent through
+    ``outbox_take_own`` (``taken``: reached late, or their predecessor not known to be
+    out), swept."""
+
+    fast: int = 0
+    taken: int = 0
+    swept: int = 0
 
 
 class Relay:
@@ -87,7 +119,13 @@ class Relay:
         self.retry_delay = retry_delay
         self.batch_size = batch_size
         self.leader = False
-        self._pending: list[int] = []
+        self.counts = RelayCounts()
+        # Handed rows not yet published: (row, the monotonic time after which it must go
+        # through take_own (half its claim gone), the row of its stream it must follow).
+        self._pending: list[tuple[OutboxRow, float, int | None]] = []
+        # Per stream, the last row the fast path published and deleted (most recent
+        # streams only: a forgotten one costs a take_own, nothing worse).
+        self._sent: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._fast_lock = asyncio.Lock()
         self._sweep_lock = asyncio.Lock()
@@ -129,7 +167,7 @@ class Relay:
             await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(StoreError):
             if self._pending:  # not published: let the sweeper have them now
-                await self.store.outbox_release(self._pending, 0.0)
+                await self.store.outbox_release([row.id for row, _, _ in self._pending], 0.0)
                 self._pending.clear()
             if self.leader:
                 await self.store.release_lease(self.lease_name, self.sweeper_owner)
@@ -152,8 +190,15 @@ class Relay:
 
     # -- fast path --------------------------------------------------------------------
 
-    def _on_commit(self, ids: Sequence[int]) -> None:
-        self._pending.extend(ids)
+    def _on_commit(self, handoff: Handoff) -> None:
+        deadline = handoff.claimed_at + self.claim_seconds / 2
+        previous = dict(handoff.after)
+        for row in sorted(handoff.rows, key=_id):
+            after = None
+            if row.stream is not None:  # each row follows the one before it in its stream
+                after = previous.get(row.stream)
+                previous[row.stream] = row.id
+            self._pending.append((row, deadline, after))
         self._wakeup.set()
 
     async def _fast_loop(self) -> None:
@@ -168,16 +213,62 @@ class Relay:
         published = 0
         async with self._fast_lock:
             while self._pending:
-                ids = sorted(self._pending[: self.batch_size])
+                batch = sorted(self._pending[: self.batch_size], key=lambda p: p[0].id)
                 del self._pending[: self.batch_size]
-                try:
-                    rows = await self.store.outbox_take_own(self.owner, ids, self.claim_seconds)
-                except StoreError as exc:
-                    # The rows stay claimed by us until the claim expires; then the sweeper.
-                    self._log.warning("relay.take_failed", rows=len(ids), error=str(exc))
-                    continue
-                published += await self._publish(rows)
+                fresh, check = self._vouch(batch)
+                checked = await self._take_own(check)
+                # In a stream, checked rows only follow fresh ones (a checked row's successors
+                # are checked too), and take_own holds them back behind the fresh ones, still
+                # pending: publishing both together in id order keeps each stream's order.
+                rows = sorted([*fresh, *checked], key=_id)
+                n, forgotten = await self._publish(rows)
+                published += n
+                self.counts.fast += len(fresh) if n else 0
+                self.counts.taken += len(checked) if n else 0
+                if forgotten:
+                    self._remember(rows)
         return published
+
+    def _vouch(
+        self, batch: Sequence[tuple[OutboxRow, float, int | None]]
+    ) -> tuple[list[OutboxRow], list[int]]:
+        """Split a batch (in id order) into rows to publish as they are and ids to check."""
+        now = time.monotonic()
+        fresh: list[OutboxRow] = []
+        check: list[int] = []
+        going: dict[str, int] = {}  # per stream, the last fresh row of this batch
+        for row, deadline, after in batch:
+            stream = row.stream
+            if now >= deadline:  # the claim may run out soon: only the store can tell
+                check.append(row.id)
+            elif stream is None:
+                fresh.append(row)
+            elif after is None or after == going.get(stream, self._sent.get(stream)):
+                fresh.append(row)
+                going[stream] = row.id
+            else:  # its predecessor is not known to be out
+                check.append(row.id)
+        return fresh, check
+
+    def _remember(self, rows: Sequence[OutboxRow]) -> None:
+        for row in rows:  # in id order: the last of each stream stays
+            if row.stream is not None:
+                self._sent.pop(row.stream, None)  # re-insert: the dict keeps recent streams last
+                self._sent[row.stream] = row.id
+        while len(self._sent) > _SENT_STREAMS:
+            del self._sent[next(iter(self._sent))]
+
+    async def _take_own(self, ids: Sequence[int]) -> list[OutboxRow]:
+        """The store's check of handed rows we cannot vouch for (reached late, or their
+        predecessor not known to be out): those still ours and first in line, renewed."""
+        if not ids:
+            return []
+        try:
+            return await self.store.outbox_take_own(self.owner, ids, self.claim_seconds)
+        except StoreError as exc:
+            # The rows stay claimed by us until the claim expires; then the sweeper.
+            self._log.warning("relay.take_failed", rows=len(ids), error=str(exc))
+            return []
 
     # -- sweeper ----------------------------------------------------------------------
 
@@ -217,13 +308,16 @@ class Relay:
             )
             if rows:
                 self._log.info("relay.sweep", rows=len(rows))
-            return await self._publish(rows)
+            published, _ = await self._publish(rows)
+            self.counts.swept += published
+            return published
 
     # -- publishing -------------------------------------------------------------------
 
-    async def _publish(self, rows: Sequence[OutboxRow]) -> int:
+    async def _publish(self, rows: Sequence[OutboxRow]) -> tuple[int, bool]:
+        """Publish and delete ``rows``: (how many went out, whether they were deleted)."""
         if not rows:
-            return 0
+            return 0, False
         ids = [r.id for r in rows]
         try:
             records = [self._record(r) for r in rows]
@@ -234,13 +328,14 @@ class Relay:
             self._log.warning("relay.publish_failed", rows=len(rows), error=repr(exc))
             with contextlib.suppress(StoreError):
                 await self.store.outbox_release(ids, self.retry_delay)
-            return 0
+            return 0, False
         try:
             await self.store.outbox_done(ids)
         except StoreError as exc:
             # Published but not forgotten: they will go out again (same message ids).
             self._log.warning("relay.done_failed", rows=len(ids), error=str(exc))
-        return len(rows)
+            return len(rows), False
+        return len(rows), True
 
     def _record(self, row: OutboxRow) -> OutgoingRecord:
         if row.event is not None:
@@ -248,3 +343,7 @@ class Relay:
         if row.message is None:
             raise StoreError(f"outbox row {row.id} has neither an event nor a message")
         return row.message
+
+
+def _id(row: OutboxRow) -> int:
+    return row.id

@@ -21,7 +21,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,13 @@ import aiosqlite
 import structlog
 
 from workers.store import sqlite_outbox
-from workers.store.base import AppendOutcome, AppendRequest, OutboxRow, RecordedEvent
+from workers.store.base import AppendOutcome, AppendRequest, Handoff, OutboxRow, RecordedEvent
 from workers.store.codec import dumps, loads, result_from_dict, utc, utc_now
 from workers.store.common import RelayHook, StoreBase
 from workers.store.errors import StoreError, StoreUnavailable
-from workers.store.planner import BatchPlan, keys_of, plan_batch, streams_of
+from workers.store.handoff import handed_rows
+from workers.store.ordering import split_pending
+from workers.store.planner import BatchPlan, OutboxSpec, keys_of, plan_batch, streams_of
 from workers.store.sqlite_conn import connect, translate
 from workers.store.sqlite_schema import EVENT_COLUMNS, event_from_row, migrate
 
@@ -41,14 +43,22 @@ log = structlog.get_logger(__name__)
 
 
 # The state one append needs: last position, last outbox id (AUTOINCREMENT's counter;
-# ids are assigned explicitly under the write lock), current versions, applied keys.
+# ids are assigned explicitly under the write lock), current versions, applied keys,
+# and per stream of ?3 with outbox rows pending: the newest one, and whether one is not
+# claimed by the local relay ?4 (see ordering.py: this append's rows of the stream then
+# go to the sweeper). Cheap whatever the backlog: max(id) is one probe of the (stream, id)
+# index, and the EXISTS stops at the first row that is not the relay's own in flight.
 _STATE_SQL = """
 SELECT (SELECT coalesce(max(position), 0) FROM events),
        coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0),
        (SELECT json_group_object(s.value, (SELECT max(version) FROM events WHERE stream = s.value))
           FROM json_each(?1) AS s),
        (SELECT json_group_object(key, json(result)) FROM processed_messages
-         WHERE key IN (SELECT value FROM json_each(?2)))
+         WHERE key IN (SELECT value FROM json_each(?2))),
+       (SELECT json_group_object(s.value, json_array(
+                 (SELECT max(id) FROM outbox WHERE stream = s.value),
+                 EXISTS (SELECT 1 FROM outbox WHERE stream = s.value AND claimed_by IS NOT ?4)))
+          FROM json_each(?3) AS s WHERE EXISTS (SELECT 1 FROM outbox WHERE stream = s.value))
 """
 
 
@@ -127,13 +137,19 @@ class SqliteEventStore(StoreBase):
 
     async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         hook = self._relay
+        streams = json.dumps(streams_of(requests))
         async with self.write() as db:
             # Everything the planner needs in one statement (each statement is a hop
             # to aiosqlite's thread, the main cost of a small append).
-            ((last, seq, versions, processed),) = await _rows(
+            ((last, seq, versions, processed, pending),) = await _rows(
                 db,
                 _STATE_SQL,
-                (json.dumps(streams_of(requests)), json.dumps(keys_of(requests))),
+                (
+                    streams,
+                    json.dumps(keys_of(requests)),
+                    streams if hook else "[]",
+                    hook.owner if hook else None,
+                ),
             )
             plan = plan_batch(
                 requests,
@@ -141,15 +157,28 @@ class SqliteEventStore(StoreBase):
                 {k: result_from_dict(r) for k, r in json.loads(processed).items()},
                 int(last),
             )
-            claimed = await self._write_plan(db, plan, hook, int(seq))
-        self._notify_relay(hook, claimed)
+            # Taken before the claims' start (now): the relay's deadlines count from here.
+            claimed_at = time.monotonic()
+            now = utc_now()
+            held, after = split_pending(json.loads(pending))
+            claimed = await self._write_plan(db, plan, hook, int(seq), now, held)
+        if hook is not None and claimed:
+            self._notify_relay(hook, Handoff(handed_rows(plan, claimed, now), claimed_at, after))
         return plan.outcomes
 
     async def _write_plan(
-        self, db: aiosqlite.Connection, plan: BatchPlan, hook: RelayHook | None, seq: int
-    ) -> list[int]:
-        """Insert the planned rows; return the outbox ids the local relay will publish."""
-        now = utc_now()
+        self,
+        db: aiosqlite.Connection,
+        plan: BatchPlan,
+        hook: RelayHook | None,
+        seq: int,
+        now: datetime,
+        held: set[str],
+    ) -> list[tuple[int, OutboxSpec]]:
+        """Insert the planned rows; return those the local relay will publish (id, spec).
+
+        ``held``: streams with a pending outbox row not the relay's: theirs go to the sweeper.
+        """
         stamp = now.isoformat(timespec="microseconds")
         if plan.events:
             await db.executemany(
@@ -169,7 +198,7 @@ class SqliteEventStore(StoreBase):
                     for e in plan.events
                 ],
             )
-        claimed: list[int] = []
+        claimed: list[tuple[int, OutboxSpec]] = []
         if plan.outbox:
             epoch = now.timestamp()
             rows = []
@@ -179,9 +208,10 @@ class SqliteEventStore(StoreBase):
                 due = utc(message.not_before).timestamp() if message and message.not_before else 0
                 if due > epoch:  # a timer: the sweeper publishes it when due
                     available, owner = due, None
-                elif hook is not None:  # born claimed by the local relay's fast path
+                elif hook is not None and spec.stream not in held:
+                    # born claimed by the local relay's fast path
                     available, owner = epoch + hook.claim_seconds, hook.owner
-                    claimed.append(row_id)
+                    claimed.append((row_id, spec))
                 else:
                     available, owner = epoch, None
                 columns = sqlite_outbox.message_columns(message)
