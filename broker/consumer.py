@@ -29,6 +29,7 @@ from broker.connection import BrokerConnection
 from broker.deadletter import ORIGINAL_USER_ID, dead_letter_headers
 from broker.declare import declare_queue
 from broker.errors import DependencyUnavailable, Reject, Retry
+from broker.logs import bind_message_fields, message_fields
 from broker.metrics import ConsumerMetrics
 from broker.publisher import JSON, Outgoing, Publisher
 from broker.router import BatchHandler, Incoming, Router
@@ -193,7 +194,7 @@ class Consumer:
             members = decode_bundle(message.body)
         except ContractError as exc:
             whole = _delivery(message, headers)
-            with structlog.contextvars.bound_contextvars(
+            with message_fields(
                 message_id=message.message_id, queue=self.spec.name, worker=self.worker
             ):
                 await self._dead_letter(whole, headers, exc.reason, exc.detail, None, None, 1)
@@ -213,7 +214,7 @@ class Consumer:
         headers = delivery.headers
         attempt = _int(headers.get(h.ATTEMPT), 1)
         with (
-            structlog.contextvars.bound_contextvars(
+            message_fields(
                 message_id=delivery.message_id,
                 correlation_id=delivery.correlation_id,
                 msg_type=delivery.type,
@@ -236,7 +237,7 @@ class Consumer:
                     delivery, headers, exc.reason, exc.detail, None, errors, attempt
                 )
                 return True
-            structlog.contextvars.bind_contextvars(
+            bind_message_fields(
                 message_id=str(envelope.id), correlation_id=str(envelope.correlation_id)
             )
             self.tracer.decoded(envelope.type)

@@ -40,6 +40,7 @@ from uuid import UUID
 import structlog
 
 from broker.headers import TRACEPARENT as TRACEPARENT  # re-exported: the header name
+from broker.logs import message_fields
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -344,13 +345,12 @@ class _Consuming:
             trace_id = trace_id_of(message.correlation_id) or new_trace_id()
             hop = TraceContext(trace_id, new_span_id())
         self._token = _current.set(hop)
-        self._log = structlog.contextvars.bind_contextvars(
-            trace_id=hop.trace_id, span_id=hop.span_id
-        )
+        self._log = message_fields(trace_id=hop.trace_id, span_id=hop.span_id)
+        self._log.__enter__()
         return hop
 
     def __exit__(self, *exc: object) -> None:
-        structlog.contextvars.reset_contextvars(**self._log)
+        self._log.__exit__()
         _current.reset(self._token)
         if self._span is not None:
             _span.reset(self._span_token)

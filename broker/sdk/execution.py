@@ -25,6 +25,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import ValidationError
 
+from broker.logs import message_fields
 from broker.sdk.delivery import Lane, ReliableSender
 from broker.sdk.errors import describe
 from broker.sdk.lease import LeaseBook
@@ -108,7 +109,7 @@ class Execution:
 
     async def _run(self) -> None:
         a = self.assign
-        with structlog.contextvars.bound_contextvars(
+        with message_fields(
             task_id=str(a.task_id),
             attempt=a.attempt,
             capability=a.capability,

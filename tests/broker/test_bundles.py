@@ -19,6 +19,7 @@ from broker.connection import BrokerConnection
 from broker.consumer import Consumer
 from broker.declare import declare_queue
 from broker.errors import Retry
+from broker.logs import current_message_fields
 from broker.publisher import Outgoing, Publisher
 from broker.router import Incoming, Router
 from broker.settings import BrokerSettings
@@ -124,6 +125,11 @@ async def test_every_member_is_handled_once_and_the_bundle_acked(
     @router.on(c.RegisterAgent)
     async def on_register(msg: Incoming[c.RegisterAgent]) -> None:
         assert msg.user_id == "guest"  # the bundle's validated user is every member's
+        fields = current_message_fields()  # its log lines name this member, not the bundle
+        assert fields["message_id"] == msg.message_id
+        assert fields["correlation_id"] == str(msg.envelope.correlation_id)
+        assert fields["trace_id"] == msg.envelope.correlation_id.hex
+        assert (fields["worker"], fields["msg_type"]) == ("registry", "RegisterAgent")
         seen.append(msg.payload.agent_id)
 
     await asyncio.gather(*(publisher.send(register(f"a{i}")) for i in range(200)))

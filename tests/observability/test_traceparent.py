@@ -9,11 +9,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 
 from broker import tracing
+from broker.logs import current_message_fields
 from broker.router import Incoming
 from contracts import Envelope, Heartbeat, RegisterAgent
 
@@ -121,14 +121,14 @@ def test_a_hop_continues_the_trace_it_was_sent_in_and_hands_itself_on() -> None:
         assert hop.parent_id == "00f067aa0ba902b7"
         assert hop.span_id not in ("00f067aa0ba902b7", "0" * 16)
         assert tracing.current() == hop
-        bound = structlog.contextvars.get_contextvars()
+        bound = current_message_fields()
         assert (bound["trace_id"], bound["span_id"]) == (hop.trace_id, hop.span_id)
         # everything sent from here names this hop as its parent
         assert tracing.recorded_traceparent(correlation) == hop.traceparent
         sent = tracing.inject(None, envelope(correlation), "ex", "key", "tasks")
         assert sent["traceparent"] == hop.traceparent
     assert tracing.current() is None
-    assert "trace_id" not in structlog.contextvars.get_contextvars()
+    assert "trace_id" not in current_message_fields()
 
 
 @pytest.mark.parametrize("bad", ["garbage", GOOD.upper(), b"\x00", 7])

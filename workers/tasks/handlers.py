@@ -14,6 +14,7 @@ from uuid import UUID
 import structlog
 
 from broker.errors import PublishFailed
+from broker.logs import bind_message_fields
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
 from contracts import (
@@ -80,7 +81,7 @@ class TaskManager:
     async def on_command(self, incoming: Incoming[Any]) -> None:
         cmd: Command = incoming.payload
         meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
-        structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
+        bind_message_fields(task_id=str(cmd.task_id))
 
         async def attempt() -> None:
             remembered = self.cache.get(cmd.task_id)
@@ -148,7 +149,7 @@ class TaskManager:
         cmd = incoming.payload
         sender = incoming.envelope.sender
         meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
-        structlog.contextvars.bind_contextvars(task_id=str(cmd.task_id))
+        bind_message_fields(task_id=str(cmd.task_id))
 
         async def record(task: Task, key_owner: Task | None, deps: dict[UUID, Task]) -> None:
             decision = decide_submit(cmd, sender, task, deps, key_owner, self.clock.now())
