@@ -45,7 +45,7 @@ from workers.runtime.clock import Clock
 from workers.runtime.messages import Effect, load_event, new_event, outbox_messages
 from workers.runtime.metrics import PlacementMetrics
 from workers.runtime.settings import WorkerSettings
-from workers.store.base import EventStore, Metadata, OutboxMessage, StreamAppend
+from workers.store.base import AppendResult, EventStore, Metadata, OutboxMessage, StreamAppend
 from workers.store.errors import ConcurrencyError
 from workers.tasks.domain import decide_agent_gone, effects
 from workers.tasks.state import evolve, fold, stream_of
@@ -146,25 +146,42 @@ class Allocator:
             if plan.empty:
                 return
             try:
-                await self._append(plan)
+                result = await self._append(plan)
             except ConcurrencyError as exc:
                 log.info("allocator.conflict", step=what, stream=exc.stream)
                 await self.catch_up()
                 continue
             self.placement_metrics.placed(plan.appends)
-            await self.catch_up()
+            if not self._apply_own(result):
+                await self.catch_up()
             if plan.placed:
                 log.info("allocator.placed", tasks=plan.placed, pending=self._pending())
             return
         raise Retry(f"allocator {what}: version conflicts in {ROUNDS} rounds")
 
-    async def _append(self, plan: Plan) -> None:
+    async def _append(self, plan: Plan) -> AppendResult:
         appends = [
             StreamAppend(stream, expected, [new_event(e) for e in events])
             for stream, (expected, events) in plan.appends.items()
         ]
         outbox = outbox_messages(plan.effects, sender=WORKER)
-        await self.store.append_many(appends, metadata=self._meta(), outbox=outbox)
+        return await self.store.append_many(appends, metadata=self._meta(), outbox=outbox)
+
+    def _apply_own(self, result: AppendResult) -> bool:
+        """Apply what we just appended, if nothing was recorded between it and the view.
+
+        Saves reading our own events back; otherwise (someone else's events came first)
+        the caller catches up from the store, which has everything in order.
+        """
+        events = result.events
+        if not events or events[0].position != self.view.position + 1:
+            return False
+        if events[-1].position != events[0].position + len(events) - 1:
+            return False
+        for record in events:
+            self.view.apply(record)
+            self.placement_metrics.saw(record)
+        return True
 
     def _meta(self) -> Metadata:
         return Metadata(message_id=str(uuid.uuid4()), worker=WORKER, replica=self.replica)

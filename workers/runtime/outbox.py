@@ -10,6 +10,7 @@ causation from the append's metadata; routing key ``<category>.<Type>``
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from uuid import UUID
 
@@ -18,8 +19,7 @@ import structlog
 from broker import tracing
 from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
-from contracts import encode, envelope_class
-from workers.runtime.messages import MESSAGE_TYPE, load_event
+from workers.runtime.messages import MESSAGE_TYPE
 from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
 
 log = structlog.get_logger(__name__)
@@ -37,23 +37,29 @@ def _uuid(value: object, default: UUID) -> UUID:
 
 
 def encode_event(record: RecordedEvent) -> OutgoingRecord:
-    payload = load_event(record)
+    """The event's envelope, written straight from the recorded row.
+
+    The row's data is the event's JSON as its model dumped it when it was appended, so it
+    is not validated again here: a profile showed validating and dumping every event a
+    second time, only to send what the store already holds. The version is the one it was
+    recorded in; a consumer upcasts older ones as it would any message.
+    """
     meta = record.metadata
     causation = meta.get("causation_id") or meta.get("message_id")
-    envelope = envelope_class(type(payload))(
-        id=record.id,
-        type=record.type,
-        version=payload.version,
-        correlation_id=_uuid(meta.get("correlation_id"), record.id),
-        causation_id=_uuid(causation, record.id) if causation else None,
-        sender=str(meta.get("worker") or "rally"),
-        sent_at=record.recorded_at,
-        payload=payload,
-    )
+    envelope = {
+        "id": str(record.id),
+        "type": record.type,
+        "version": record.schema_version,
+        "correlation_id": str(_uuid(meta.get("correlation_id"), record.id)),
+        "causation_id": str(_uuid(causation, record.id)) if causation else None,
+        "sender": str(meta.get("worker") or "rally"),
+        "sent_at": record.recorded_at.isoformat().replace("+00:00", "Z"),
+        "payload": record.data,
+    }
     return OutgoingRecord(
         exchange="events",
         routing_key=f"{stream_category(record.stream)}.{record.type}",
-        body=encode(envelope, max_bytes=16 * 1024 * 1024),  # already stored: never refuse it
+        body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
         message_id=str(record.id),
         headers={
             POSITION: str(record.position),

@@ -74,9 +74,14 @@ class OutboxMessage:
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
+    """What an append recorded. ``events``: the events as a later read would return them,
+    in position order, so a caller can apply its own append without reading it back;
+    empty for a ``duplicate`` (an idempotent repeat records nothing)."""
+
     positions: tuple[int, ...]
     versions: dict[str, int]
     duplicate: bool
+    events: tuple[RecordedEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,15 @@ from typing import Any
 from workers.store.base import AppendResult, Metadata
 from workers.store.errors import StoreError
 
+# What json.dumps(value, **these options) builds on every call; one is enough (it keeps
+# no state between calls), and an append encodes each event's data and metadata.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def dumps(value: Mapping[str, Any], what: str) -> str:
     """Compact JSON. NaN is refused: PostgreSQL's jsonb would refuse it later anyway."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} is not JSON-serialisable: {exc}") from exc
 

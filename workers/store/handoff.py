@@ -1,18 +1,33 @@
-"""The rows a commit hands the relay, built from what the adapter just wrote.
+"""What a commit hands on, built from what the adapter just wrote: the relay's rows, and
+the events each append result carries.
 
 The fast path used to read its rows back (a join of outbox and events) and
 decode them; the adapter already holds every value it wrote, so it builds the
 same ``OutboxRow`` here instead. The results equal what ``load`` would return:
 data and metadata are parsed from the very JSON text that was stored, headers
 go through the same str conversion, ``recorded_at`` is the stored timestamp.
+Likewise ``AppendResult.events`` equals a read of the appended positions, so a
+caller can apply its own appends without reading them back.
+
+Every consumer gets objects of its own (the relay's and the caller's events are
+parsed separately): ``data`` is a mutable dict, and a caller changing it must not
+change what the relay publishes later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from workers.store.base import OutboxMessage, OutboxRow, OutgoingRecord, RecordedEvent
+from workers.store.base import (
+    AppendOutcome,
+    AppendResult,
+    OutboxMessage,
+    OutboxRow,
+    OutgoingRecord,
+    RecordedEvent,
+)
 from workers.store.codec import loads
 from workers.store.planner import BatchPlan, EventRow, OutboxSpec
 
@@ -24,27 +39,56 @@ def handed_rows(
     if not claimed:
         return []
     events = {e.position: e for e in plan.events}
+    parsed: dict[str, dict[str, Any]] = {}
     rows: list[OutboxRow] = []
     for row_id, spec in claimed:
         if spec.event_position is not None:
-            event = recorded_event(events[spec.event_position], recorded_at)
+            event = _recorded(events[spec.event_position], recorded_at, parsed)
             rows.append(OutboxRow(id=row_id, stream=spec.stream, event=event))
         elif spec.message is not None:
             rows.append(OutboxRow(id=row_id, stream=spec.stream, message=outgoing(spec.message)))
     return rows
 
 
-def recorded_event(row: EventRow, recorded_at: datetime) -> RecordedEvent:
+def recorded_outcomes(plan: BatchPlan, recorded_at: datetime) -> list[AppendOutcome]:
+    """``plan.outcomes`` with each new result carrying its recorded events, in position
+    order. Conflicts and duplicates (an idempotent repeat: nothing recorded now) are
+    returned as they are."""
+    if not plan.events:
+        return plan.outcomes
+    first = plan.events[0].position  # the planner assigns positions without gaps
+    parsed: dict[str, dict[str, Any]] = {}
+    outcomes: list[AppendOutcome] = []
+    for outcome in plan.outcomes:
+        if isinstance(outcome, AppendResult) and not outcome.duplicate and outcome.positions:
+            events = tuple(
+                _recorded(plan.events[p - first], recorded_at, parsed) for p in outcome.positions
+            )
+            # (not dataclasses.replace: it costs more than the rest, per result)
+            outcome = AppendResult(outcome.positions, outcome.versions, False, events)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _recorded(
+    row: EventRow, recorded_at: datetime, parsed: dict[str, dict[str, Any]]
+) -> RecordedEvent:
+    """``parsed``: metadata already parsed, by its JSON text. All events of one request
+    share that text; metadata is flat (``codec.metadata_dict``), so a shallow copy gives
+    each event one of its own, for a fraction of a parse."""
+    metadata = parsed.get(row.metadata)
+    if metadata is None:
+        metadata = parsed[row.metadata] = loads(row.metadata)
     return RecordedEvent(
-        position=row.position,
-        stream=row.stream,
-        version=row.version,
-        id=row.id,
-        type=row.type,
-        schema_version=row.schema_version,
-        data=loads(row.data),
-        metadata=loads(row.metadata),
-        recorded_at=recorded_at,
+        row.position,
+        row.stream,
+        row.version,
+        row.id,
+        row.type,
+        row.schema_version,
+        loads(row.data),
+        dict(metadata),
+        recorded_at,
     )
 
 

@@ -37,7 +37,7 @@ from workers.store.base import AppendOutcome, AppendRequest, Handoff, OutboxRow,
 from workers.store.codec import dumps, loads, result_from_dict
 from workers.store.common import StoreBase
 from workers.store.errors import StoreError
-from workers.store.handoff import handed_rows
+from workers.store.handoff import handed_rows, recorded_outcomes
 from workers.store.ordering import split_pending
 from workers.store.planner import keys_of, plan_batch, streams_of
 from workers.store.postgres_conn import append_transaction, keep_session, translate
@@ -173,10 +173,11 @@ class PostgresEventStore(StoreBase):
                 await conn.execute(
                     WRITE_SQL, events_json(plan.events), outbox, processed_json(plan), now
                 )
+        # Built after COMMIT, outside the append lock. ``now`` is the recorded_at stored.
         if hook is not None and claimed:
             rows = handed_rows(plan, [(i, plan.outbox[i - first_id]) for i in claimed], now)
             self._notify_relay(hook, Handoff(rows, claimed_at, after))
-        return plan.outcomes
+        return recorded_outcomes(plan, now)
 
     # -- reads ---------------------------------------------------------------------
 

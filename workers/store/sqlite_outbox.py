@@ -1,5 +1,8 @@
 """The outbox and lease SQL for SQLite, run inside the adapter's write transaction.
 
+Plain functions on a sqlite3 connection: the adapter runs each whole transaction
+on the connection's thread, as one hop (see sqlite_conn.py).
+
 Holding SQLite's write lock makes each function atomic against appends and
 other relays: a row's claim cannot change between the check and the update.
 Times are Unix seconds from this machine's clock (SQLite is one machine).
@@ -8,10 +11,9 @@ Times are Unix seconds from this machine's clock (SQLite is one machine).
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
-
-import aiosqlite
 
 from workers.store.base import OutboxMessage, OutboxRow, OutgoingRecord
 from workers.store.codec import dumps, loads
@@ -36,55 +38,62 @@ def message_columns(message: OutboxMessage | None) -> MessageColumns:
     )
 
 
-async def take_own(
-    db: aiosqlite.Connection, owner: str, ids: Sequence[int], claim_seconds: float, now: float
+def take_own(
+    db: sqlite3.Connection, owner: str, ids: Sequence[int], claim_seconds: float, now: float
 ) -> list[OutboxRow]:
     if not ids:
         return []
     # Still ours and not yet expired: the sweeper has not taken them. Renew the claim so
     # it cannot while we publish.
-    mine = await _rows(
+    mine = _rows(
         db,
         "UPDATE outbox SET available_at = ? WHERE id IN (SELECT value FROM json_each(?))"
         " AND claimed_by = ? AND available_at > ? RETURNING id, stream",
         (now + claim_seconds, json.dumps(list(ids)), owner, now),
     )
-    keep, hold = first_in_line(mine, await _blockers(db, mine))
+    keep, hold = first_in_line(mine, _blockers(db, mine))
     if hold:  # behind another pending row of the stream: the sweeper keeps the order
-        await release(db, hold, now)
-    return await load(db, keep)
+        release(db, hold, now)
+    return load(db, keep)
 
 
-async def claim_due(
-    db: aiosqlite.Connection, owner: str, limit: int, claim_seconds: float, now: float
+def claim_due(
+    db: sqlite3.Connection, owner: str, limit: int, claim_seconds: float, now: float
 ) -> list[OutboxRow]:
-    due = await _rows(
+    due = _rows(
         db,
         "SELECT id, stream FROM outbox WHERE available_at <= ? ORDER BY id LIMIT ?",
         (now, limit),
     )
-    keep, _ = first_in_line(due, await _blockers(db, due))
+    keep, _ = first_in_line(due, _blockers(db, due))
     if keep:
-        await db.execute(
+        db.execute(
             "UPDATE outbox SET available_at = ?, claimed_by = ?"
             " WHERE id IN (SELECT value FROM json_each(?))",
             (now + claim_seconds, owner, json.dumps(keep)),
         )
-    return await load(db, keep)
+    return load(db, keep)
 
 
-async def release(db: aiosqlite.Connection, ids: Sequence[int], available_at: float) -> None:
-    await db.execute(
+def done(db: sqlite3.Connection, ids: Sequence[int]) -> None:
+    db.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(ids)),),
+    )
+
+
+def release(db: sqlite3.Connection, ids: Sequence[int], available_at: float) -> None:
+    db.execute(
         "UPDATE outbox SET available_at = ?, claimed_by = NULL"
         " WHERE id IN (SELECT value FROM json_each(?))",
         (available_at, json.dumps(list(ids))),
     )
 
 
-async def acquire_lease(
-    db: aiosqlite.Connection, name: str, owner: str, ttl_seconds: float, now: float
+def acquire_lease(
+    db: sqlite3.Connection, name: str, owner: str, ttl_seconds: float, now: float
 ) -> bool:
-    rows = await _rows(
+    rows = _rows(
         db,
         "INSERT INTO leases (name, owner, expires_at) VALUES (?, ?, ?)"
         " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner,"
@@ -96,10 +105,14 @@ async def acquire_lease(
     return bool(rows)
 
 
-async def load(db: aiosqlite.Connection, ids: Sequence[int]) -> list[OutboxRow]:
+def release_lease(db: sqlite3.Connection, name: str, owner: str) -> None:
+    db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+
+def load(db: sqlite3.Connection, ids: Sequence[int]) -> list[OutboxRow]:
     if not ids:
         return []
-    rows = await _rows(
+    rows = _rows(
         db,
         "SELECT o.id, o.stream, o.exchange, o.routing_key, o.body, o.message_id, o.headers,"
         f" {_EVENT_COLUMNS_E}"
@@ -123,9 +136,7 @@ def _outbox_row(r: Sequence[Any]) -> OutboxRow:
     return OutboxRow(id=int(r[0]), stream=r[1], message=message)
 
 
-async def _blockers(
-    db: aiosqlite.Connection, rows: Sequence[tuple[int, str | None]]
-) -> dict[str, int]:
+def _blockers(db: sqlite3.Connection, rows: Sequence[tuple[int, str | None]]) -> dict[str, int]:
     """Per stream of ``rows``: the lowest pending outbox id that is not one of ``rows``.
 
     Walks the (stream, id) index from the stream's oldest pending row, so the cost
@@ -134,7 +145,7 @@ async def _blockers(
     streams = sorted({s for _, s in rows if s is not None})
     if not streams:
         return {}
-    found = await _rows(
+    found = _rows(
         db,
         "SELECT s.value, (SELECT id FROM outbox WHERE stream = s.value"
         " AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT 1)"
@@ -144,5 +155,5 @@ async def _blockers(
     return {str(s): int(i) for s, i in found if i is not None}
 
 
-async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-    return [tuple(r) for r in await db.execute_fetchall(sql, params)]
+def _rows(db: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    return db.execute(sql, params).fetchall()

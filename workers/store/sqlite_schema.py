@@ -2,7 +2,7 @@
 
 A migration is a list of statements; ``MIGRATIONS[n]`` takes the schema from
 version n to n + 1. ``migrate`` runs the missing ones inside one write
-transaction (BEGIN IMMEDIATE), so two processes starting at once apply each
+transaction (BEGIN IMMEDIATE, the adapter's), so two processes starting at once apply each
 migration once. Add a migration by appending to the list — never edit one
 that has shipped.
 
@@ -18,12 +18,11 @@ Column notes:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
-
-import aiosqlite
 
 from workers.store.base import RecordedEvent
 from workers.store.codec import loads
@@ -91,24 +90,21 @@ MIGRATIONS: list[list[str]] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the schema to ``SCHEMA_VERSION``; return the version found before."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
-        found = int(rows[0][0]) if rows else 0
-        if not rows:
-            await db.execute("INSERT INTO schema_version (version) VALUES (0)")
-        for statements in MIGRATIONS[found:]:
-            for statement in statements:
-                await db.execute(statement)
-        if found < SCHEMA_VERSION:
-            await db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; return the version found before.
+
+    Runs inside a write transaction (``sqlite_conn.write_transaction``), on the
+    connection's thread."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    rows = db.execute("SELECT version FROM schema_version").fetchall()
+    found = int(rows[0][0]) if rows else 0
+    if not rows:
+        db.execute("INSERT INTO schema_version (version) VALUES (0)")
+    for statements in MIGRATIONS[found:]:
+        for statement in statements:
+            db.execute(statement)
+    if found < SCHEMA_VERSION:
+        db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
     return found
 
 
