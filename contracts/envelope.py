@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Generic, TypeVar
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +25,7 @@ from contracts.errors import (
     UnknownMessageType,
     UnsupportedVersion,
 )
+from contracts.ids import new_id
 from contracts.registry import lookup, upcast
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -42,7 +43,7 @@ class Envelope(BaseModel, Generic[M]):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: UUID = Field(default_factory=uuid4, description="unique per message; the idempotency key")
+    id: UUID = Field(default_factory=new_id, description="unique per message; the idempotency key")
     type: str = Field(description="the payload's message type, e.g. SubmitTask")
     version: int = Field(ge=1, description="schema version of the payload")
     correlation_id: UUID = Field(description="shared by every message of one piece of work")
@@ -62,7 +63,7 @@ class Envelope(BaseModel, Generic[M]):
         message_id: UUID | None = None,
     ) -> Envelope[M2]:
         """Put a payload in an envelope; ``caused_by`` carries the lineage along."""
-        msg_id = message_id or uuid4()
+        msg_id = message_id or new_id()
         if caused_by is not None:
             correlation = correlation_id or caused_by.correlation_id
             causation: UUID | None = caused_by.id

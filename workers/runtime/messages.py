@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from broker import tracing
 from broker.router import Incoming
 from contracts import Envelope, Event, Message, decode_payload, encode
+from contracts.ids import new_id
 from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
 
 # the envelope type of an outbox row, kept with it so the relay can set the AMQP ``type``
@@ -74,7 +75,7 @@ def outbox_message(
         sender=sender,
         caused_by=caused_by,
         correlation_id=effect.correlation_id,
-        message_id=uuid4(),
+        message_id=new_id(),
     )
     if payload.kind == "notice":
         if effect.to is None:

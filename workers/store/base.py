@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
-from uuid import UUID, uuid4
+from uuid import UUID
 
+from contracts.ids import new_id
 from workers.store.errors import ConcurrencyError
 
 
@@ -23,7 +24,7 @@ class NewEvent:
 
     type: str
     data: Mapping[str, Any]
-    id: UUID = field(default_factory=uuid4)
+    id: UUID = field(default_factory=new_id)
     schema_version: int = 1
 
 

@@ -73,9 +73,15 @@ class TaskManager:
             router.add(cls, self.on_command)
         return router
 
-    async def load(self, task_id: UUID) -> Task:
-        records = await self.store.read(stream_of(task_id))
-        return fold(task_id, [load_event(r) for r in records])
+    async def load(self, task_id: UUID, known: Task | None = None) -> Task:
+        """The task as recorded: from its whole stream, or ``known`` and what came after it."""
+        if known is None:
+            records = await self.store.read(stream_of(task_id))
+            return fold(task_id, [load_event(r) for r in records])
+        task = known
+        for record in await self.store.read(stream_of(task_id), known.version + 1):
+            task = evolve(task, load_event(record))
+        return task
 
     # ---- one task ----
     async def on_command(self, incoming: Incoming[Any]) -> None:
@@ -90,7 +96,8 @@ class TaskManager:
                 task = remembered
             else:
                 # no memory of it, or memory says "nothing to do": only the store may say that
-                task = await self.load(cmd.task_id)
+                # (what it remembers is true up to its version: read only what came after)
+                task = await self.load(cmd.task_id, remembered)
                 decision = self._decide(task, cmd)
             if not isinstance(decision, tuple):
                 if decision is not None:
