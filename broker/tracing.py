@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
@@ -149,7 +150,7 @@ class _Batch:
 
 _current: ContextVar[TraceContext | _Batch | None] = ContextVar("rally_trace", default=None)
 _span: ContextVar[Span | None] = ContextVar("rally_span", default=None)  # the hop's, with OTel
-_recent: dict[str, TraceContext] = {}
+_recent: OrderedDict[str, TraceContext] = OrderedDict()
 
 
 def current() -> TraceContext | None:
@@ -172,10 +173,12 @@ def _parent_for(correlation_hex: str | None) -> TraceContext | None:
 
 
 def _remember(correlation_hex: str, hop: TraceContext) -> None:
-    _recent.pop(correlation_hex, None)  # re-inserted at the end: the most recent stays longest
     _recent[correlation_hex] = hop
+    _recent.move_to_end(correlation_hex)  # the most recent stays longest
     if len(_recent) > RECENT_LIMIT:
-        del _recent[next(iter(_recent))]
+        # (an OrderedDict: a plain dict's first key is found by skipping the holes that
+        # earlier deletions left at its front, slower the longer a process runs)
+        _recent.popitem(last=False)
 
 
 def recorded_traceparent(correlation_id: UUID | None) -> str:

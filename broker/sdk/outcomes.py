@@ -15,12 +15,14 @@ from uuid import UUID
 from contracts import TaskOutcome
 
 _KEEP = 10_000  # settled outcomes no handle claimed: bounded, oldest first out
+_SLACK = 1_000  # trimmed in steps of this many: a scan per _SLACK submits, not per submit
 
 
 class OutcomeBook:
     def __init__(self) -> None:
         self._futures: OrderedDict[UUID, asyncio.Future[TaskOutcome]] = OrderedDict()
         self._aliases: dict[UUID, UUID] = {}
+        self._trim_at = _KEEP + _SLACK
 
     def canonical(self, task_id: UUID) -> UUID:
         return self._aliases.get(task_id, task_id)
@@ -52,12 +54,22 @@ class OutcomeBook:
 
     def _trim(self) -> None:
         # handles hold their own future, so forgetting a settled one only loses it for
-        # a later client.handle(task_id); pending ones stay
+        # a later client.handle(task_id); pending ones stay. It trims once the book is
+        # _SLACK over, oldest first, and stops as soon as it is back to _KEEP: each call
+        # used to scan every future, which made a long run's submits slower and slower
+        if len(self._futures) <= self._trim_at:
+            return
         excess = len(self._futures) - _KEEP
-        if excess > 0:
-            settled = [t for t, f in self._futures.items() if f.done()][:excess]
-            for task_id in settled:
-                del self._futures[task_id]
+        settled: list[UUID] = []
+        for task_id, fut in self._futures.items():
+            if fut.done():
+                settled.append(task_id)
+                if len(settled) == excess:
+                    break
+        for task_id in settled:
+            del self._futures[task_id]
+        # look again once _SLACK more have come (if pending ones fill it, above them)
+        self._trim_at = max(_KEEP, len(self._futures)) + _SLACK
 
 
 def _settle(target: asyncio.Future[TaskOutcome], source: asyncio.Future[TaskOutcome]) -> None:

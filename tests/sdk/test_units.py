@@ -146,3 +146,20 @@ async def test_reliable_sender_retries_the_same_envelope_until_confirmed() -> No
     assert all(len(v) == 1 for v in ids.values())
     assert clock.slept == [0.2, 0.4, 0.8]  # backs off, then the same envelope gets through
     assert sender.pending == 0
+
+
+async def test_the_outcome_book_stays_bounded_and_keeps_what_is_pending() -> None:
+    from broker.sdk import outcomes
+
+    book = OutcomeBook()
+    pending = [uuid4() for _ in range(50)]
+    for task_id in pending:  # waited for, never answered: must never be dropped
+        book.future(task_id)
+    for _ in range(3 * outcomes._KEEP):
+        task_id = uuid4()
+        book.resolve(TaskOutcome(task_id=task_id, state="succeeded", attempt=1))
+        assert len(book._futures) <= outcomes._KEEP + outcomes._SLACK + 1
+    assert all(not book.future(t).done() for t in pending)
+    assert all(t in book._futures for t in pending)
+    newest = next(reversed(book._futures))
+    assert book.future(newest).done()  # the latest settled outcomes are still there
