@@ -93,19 +93,21 @@ class Task:
 
 
 def evolve(task: Task, event: Event) -> Task:
-    t = replace(task, version=task.version + 1)
+    """The task after one more event of its stream (one copy: folds run per message)."""
+    version = task.version + 1
     match event:
         case TaskSubmitted():
-            return replace(t, state="pending", spec=event, ready=event.ready)
+            return replace(task, version=version, state="pending", spec=event, ready=event.ready)
         case DependentAdded():
-            return replace(t, dependents=(*t.dependents, event.dependent))
+            return replace(task, version=version, dependents=(*task.dependents, event.dependent))
         case DependencyResolved():
-            return replace(t, resolved=t.resolved | {event.dependency})
+            return replace(task, version=version, resolved=task.resolved | {event.dependency})
         case TaskReady():
-            return replace(t, ready=True)
+            return replace(task, version=version, ready=True)
         case TaskAssigned():
             return replace(
-                t,
+                task,
+                version=version,
                 state="assigned",
                 attempt=event.attempt,
                 agent_id=event.agent_id,
@@ -113,22 +115,27 @@ def evolve(task: Task, event: Event) -> Task:
                 deadline=None,
             )
         case TaskStarted():
-            return replace(t, state="running", deadline=event.deadline)
+            return replace(task, version=version, state="running", deadline=event.deadline)
         case TaskSucceeded():
-            return replace(t, state="succeeded", result=event.result)
+            return replace(task, version=version, state="succeeded", result=event.result)
         case TaskFailed():
-            return replace(t, state="failed", last_error=event.error)
+            return replace(task, version=version, state="failed", last_error=event.error)
         case TaskRetryScheduled():
-            return replace(t, next_attempt=event.attempt)
+            return replace(task, version=version, next_attempt=event.attempt)
         case TaskRequeued():
             return replace(
-                t, state="pending", next_attempt=event.attempt, agent_id=None, fencing_token=None
+                task,
+                version=version,
+                state="pending",
+                next_attempt=event.attempt,
+                agent_id=None,
+                fencing_token=None,
             )
         case TaskCancelled():
-            return replace(t, state="cancelled", reason=event.reason)
+            return replace(task, version=version, state="cancelled", reason=event.reason)
         case TaskDead():
-            return replace(t, state="dead", reason=event.error)
-    return t
+            return replace(task, version=version, state="dead", reason=event.error)
+    return replace(task, version=version)
 
 
 def fold(task_id: UUID, events: list[Event]) -> Task:
