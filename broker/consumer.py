@@ -237,9 +237,10 @@ class Consumer:
                     delivery, headers, exc.reason, exc.detail, None, errors, attempt
                 )
                 return True
-            bind_message_fields(
-                message_id=str(envelope.id), correlation_id=str(envelope.correlation_id)
-            )
+            envelope_id, correlation_id = str(envelope.id), str(envelope.correlation_id)
+            if envelope_id != delivery.message_id or correlation_id != delivery.correlation_id:
+                # the AMQP properties said otherwise (or nothing): the envelope is the truth
+                bind_message_fields(message_id=envelope_id, correlation_id=correlation_id)
             self.tracer.decoded(envelope.type)
             incoming = Incoming(
                 envelope=envelope,

@@ -51,3 +51,28 @@ async def test_overlapping_key_sets_do_not_deadlock() -> None:
         asyncio.gather(*(both("x", "y") if i % 2 else both("y", "x") for i in range(10))), 5
     )
     assert len(locks) == 0
+
+
+async def test_a_waiter_cancelled_gives_back_what_it_took_and_blocks_nobody() -> None:
+    locks = KeyedLocks()
+    release = asyncio.Event()
+
+    async def hold(*keys: str) -> None:
+        async with locks.hold(*keys):
+            await release.wait()
+
+    holder = asyncio.create_task(hold("b"))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(hold("a", "b"))  # takes "a", then waits for "b"
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    await asyncio.wait_for(hold_briefly(locks, "a"), 1)  # "a" was given back
+    release.set()
+    await holder
+    assert len(locks) == 0
+
+
+async def hold_briefly(locks: KeyedLocks, key: str) -> None:
+    async with locks.hold(key):
+        pass

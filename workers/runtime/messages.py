@@ -41,9 +41,10 @@ def metadata_for(incoming: Incoming[Any] | None, *, worker: str, replica: str) -
     if incoming is None:
         return Metadata(worker=worker, replica=replica)
     env = incoming.envelope
+    message_id = str(env.id)
     return Metadata(
-        message_id=str(env.id),
-        causation_id=str(env.id),
+        message_id=message_id,
+        causation_id=message_id,
         correlation_id=str(env.correlation_id),
         sender=incoming.user_id or env.sender,
         worker=worker,
