@@ -150,23 +150,40 @@ class Publisher:
     # ---- raw ----
     async def publish_many(self, messages: Sequence[Outgoing]) -> None:
         """Publish all at once and wait for every confirm; raises the first failure."""
-        results = await asyncio.gather(
-            *(self.publish_raw(m) for m in messages), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
+        for result in await self.publish_each(messages):
+            if result is not None:
                 raise result
+
+    async def publish_each(self, messages: Sequence[Outgoing]) -> list[BaseException | None]:
+        """Publish all at once; per message, None once confirmed or what it failed with.
+
+        Bundled messages wait on plain futures, not a task each (the relay hands
+        over hundreds at a time).
+        """
+        waits: list[asyncio.Future[None]] = []
+        for message in messages:
+            if message.bundle and self._bundle_max > 1:
+                waits.append(self._enqueue(message))
+            else:
+                waits.append(asyncio.ensure_future(self._publish_reliably(message)))
+        results = await asyncio.gather(*waits, return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def publish_raw(self, message: Outgoing) -> None:
         if message.bundle and self._bundle_max > 1:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queued.append((message, future))
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
-            await future
+            await self._enqueue(message)
             return
         await self._publish_reliably(message)
+
+    def _enqueue(self, message: Outgoing) -> asyncio.Future[None]:
+        """Queue for this turn's bundles; the future settles with the broker's confirm."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queued.append((message, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return future
 
     # ---- bundles ----
     def _flush(self) -> None:

@@ -9,7 +9,6 @@ causation from the append's metadata; routing key ``<category>.<Type>``
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from uuid import UUID
@@ -85,10 +84,7 @@ class OutboxPublisher:
         self.dropped = 0
 
     async def publish_outbox(self, messages: Sequence[OutgoingRecord]) -> None:
-        results = await asyncio.gather(
-            *(self.publisher.publish_raw(self._outgoing(m)) for m in messages),
-            return_exceptions=True,
-        )
+        results = await self.publisher.publish_each([self._outgoing(m) for m in messages])
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, Unroutable):
                 self.dropped += 1
