@@ -51,6 +51,7 @@ LAST_ERROR = "x-rally-last-error"
 
 Authorize = Callable[[Incoming[Any]], None]  # raises Reject(reason="security") to refuse
 HOLD_MAX_S = 5.0  # the longest pause between tries of a delivery held while the store is down
+BUNDLE_SIZE_FACTOR = 16  # a bundle may be this many times the size limit of one message
 T = TypeVar("T")
 
 
@@ -191,7 +192,9 @@ class Consumer:
         """
         headers = self._headers(message)
         try:
-            members = decode_bundle(message.body)
+            members = decode_bundle(
+                message.body, max_bytes=BUNDLE_SIZE_FACTOR * self._settings.max_message_bytes
+            )
         except ContractError as exc:
             whole = _delivery(message, headers)
             with message_fields(

@@ -66,8 +66,16 @@ def encode_bundle(members: Sequence[BundleMember]) -> bytes:
     return b"\n".join(parts) + b"\n"
 
 
-def decode_bundle(raw: bytes, *, max_members: int = 10_000) -> list[BundleMember]:
-    """The members of a bundle, or :class:`MalformedMessage` saying where it breaks."""
+def decode_bundle(
+    raw: bytes, *, max_members: int = 10_000, max_bytes: int = 64 * 1024 * 1024
+) -> list[BundleMember]:
+    """The members of a bundle, or :class:`MalformedMessage` saying where it breaks.
+
+    Each member is checked against the size limit of a single message when it is
+    decoded; ``max_bytes`` bounds the bundle as a whole.
+    """
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(f"bundle is {len(raw)} bytes, over the limit of {max_bytes}")
     members: list[BundleMember] = []
     pos, size = 0, len(raw)
     while pos < size:

@@ -53,7 +53,10 @@ def test_a_broken_bundle_says_where(raw: bytes, says: str) -> None:
         decode_bundle(raw)
 
 
-def test_member_count_is_bounded() -> None:
+def test_member_count_and_size_are_bounded() -> None:
     raw = encode_bundle([member(i) for i in range(4)])
     with pytest.raises(MessageTooLarge):
         decode_bundle(raw, max_members=3)
+    with pytest.raises(MessageTooLarge, match="bundle is"):
+        decode_bundle(raw, max_bytes=len(raw) - 1)
+    assert len(decode_bundle(raw, max_bytes=len(raw))) == 4
