@@ -22,10 +22,9 @@ from contracts import (
     TaskSubmitted,
     TaskSucceeded,
 )
+from tests.workers.test_allocator_planning import Feed
 from workers.allocator import projection
 from workers.allocator.projection import Projection
-from workers.runtime.messages import new_event
-from workers.store import RecordedEvent
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -62,25 +61,10 @@ def history() -> list[tuple[str, Event]]:
 
 
 def replay(events: list[tuple[str, Event]]) -> Projection:
-    view = Projection()
-    versions: dict[str, int] = {}
+    feed = Feed()  # each event at the next position and its stream's next version
     for stream, event in events:
-        versions[stream] = versions.get(stream, 0) + 1
-        e = new_event(event)
-        view.apply(
-            RecordedEvent(
-                position=view.position + 1,
-                stream=stream,
-                version=versions[stream],
-                id=e.id,
-                type=e.type,
-                schema_version=1,
-                data=dict(e.data),
-                metadata={},
-                recorded_at=NOW,
-            )
-        )
-    return view
+        feed(stream, event)
+    return feed.view
 
 
 def test_skipping_validation_ends_where_full_validation_ends(
