@@ -10,6 +10,8 @@ from broker import headers as h
 from broker.connection import BrokerConnection
 from broker.declare import declare_queue
 from broker.topology import QueueSpec
+from contracts import BUNDLE_CONTENT_TYPE, BundleMember, encode_bundle
+from contracts.bundle import BUNDLE_COUNT
 from tests.support.amqp import publish_bytes
 from workers.dlq.archive import ArchiveUnavailable, DeadLetterArchive
 from workers.dlq.directory import DlqDirectory
@@ -123,3 +125,55 @@ async def test_agent_inbox_dlqs_are_found_and_drained(
     # the archive now remembers the DLQ, so it is drained even without the agent list
     remembered = DlqDirectory(broker.topology, workers=(), archive=dlq_archive)
     assert inbox.dlq in await remembered.candidates()
+
+
+async def test_a_bundle_in_a_dlq_is_archived_message_by_message(
+    broker: BrokerConnection, work_spec: QueueSpec, dlq_archive: DeadLetterArchive
+) -> None:
+    # a bundle reaches a DLQ whole when a worker died on it until its delivery limit ran out
+    channel = await broker.channel(confirms=False)
+    await declare_queue(broker, channel, work_spec)
+    members = [
+        BundleMember(
+            body=b'{"n": %d}' % n,
+            message_id=f"b{n}",
+            type="ReportTaskSucceeded",
+            correlation_id=f"c{n}",
+            headers={"traceparent": f"00-{n + 1:032x}-{n + 1:016x}-01"},
+        )
+        for n in range(3)
+    ]
+    headers = {h.DL_REASON: "delivery_limit", h.DL_LAST_DEATH: "2030-01-01T00:00:01"}
+    await publish_bytes(
+        broker,
+        broker.topology.dlx,
+        work_spec.name,
+        encode_bundle(members),
+        content_type=BUNDLE_CONTENT_TYPE,
+        message_id="bundle",
+        headers={**headers, BUNDLE_COUNT: 3},
+    )
+    broken = b'{"n": 99}\n{}\n'  # does not split: archived whole, as it came
+    await publish_bytes(
+        broker,
+        broker.topology.dlx,
+        work_spec.name,
+        broken,
+        content_type=BUNDLE_CONTENT_TYPE,
+        message_id="broken",
+        headers=headers,
+    )
+    mover = DeadLetterMover(
+        broker, dlq_archive, directory=DlqDirectory(broker.topology, workers=("test",))
+    )
+    assert await mover.drain() == 4
+    rows = {row.message_id: row for row in await dlq_archive.find(Query())}
+    assert set(rows) == {"b0", "b1", "b2", "broken"}
+    for n in range(3):
+        letter = await dlq_archive.get(rows[f"b{n}"].id)
+        assert letter.body == b'{"n": %d}' % n
+        assert (letter.message_type, letter.reason) == ("ReportTaskSucceeded", "delivery_limit")
+        assert letter.correlation_id == f"c{n}"
+        assert letter.headers["traceparent"] == members[n].headers["traceparent"]
+        assert BUNDLE_COUNT not in letter.headers
+    assert (await dlq_archive.get(rows["broken"].id)).body == broken

@@ -26,7 +26,7 @@ from broker.connection import BrokerConnection
 from workers.dlq.archive import ArchiveError, DeadLetterArchive
 from workers.dlq.directory import DlqDirectory
 from workers.dlq.parse import parse
-from workers.dlq.transport import Delivery, queue_depths, settle, to_raw
+from workers.dlq.transport import Delivery, queue_depths, settle, to_raws
 from workers.runtime.clock import Clock, SystemClock
 
 log = structlog.get_logger(__name__)
@@ -186,7 +186,9 @@ class DeadLetterMover:
         """Archive, then ack; on an archive error nothing is acked (False, or raised)."""
         now = self.clock.now()
         limit = self.conn.settings.delivery_limit
-        letters = [parse(to_raw(dlq, d), now=now, delivery_limit=limit) for dlq, d in batch]
+        letters = [
+            parse(raw, now=now, delivery_limit=limit) for dlq, d in batch for raw in to_raws(dlq, d)
+        ]
         deliveries = [d for _, d in batch]
         try:
             added = await self.archive.add(letters)

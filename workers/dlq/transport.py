@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import structlog
 
 from broker.connection import BrokerConnection
+from contracts import BUNDLE_CONTENT_TYPE, ContractError, decode_bundle
+from contracts.bundle import BUNDLE_COUNT
 from workers.dlq.parse import RawDeadLetter
 
 log = structlog.get_logger(__name__)
@@ -57,6 +59,44 @@ class Delivery(Protocol):
     async def ack(self, multiple: bool = False) -> None: ...
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
+
+
+def to_raws(dlq: str, delivery: Delivery) -> list[RawDeadLetter]:
+    """The dead letters a delivery holds: itself, or each message of a bundle.
+
+    A bundle reaches a DLQ whole when its delivery limit ran out (a worker died
+    on it each time) or when it could not be split. Each message of one that
+    splits is archived, inspected and replayed on its own, with the bundle's
+    death headers and its own properties; one that does not split stays whole.
+    """
+    whole = to_raw(dlq, delivery)
+    if whole.properties.get("content_type") != BUNDLE_CONTENT_TYPE:
+        return [whole]
+    try:
+        members = decode_bundle(whole.body)
+    except ContractError:
+        return [whole]
+    headers = {k: v for k, v in whole.headers.items() if k != BUNDLE_COUNT}
+    raws = []
+    for member in members:
+        properties = {
+            **whole.properties,
+            "message_id": member.message_id,
+            "type": member.type,
+            "correlation_id": member.correlation_id,
+            "content_type": "application/json",
+        }
+        raws.append(
+            RawDeadLetter(
+                dlq=dlq,
+                body=member.body,
+                headers={**headers, **member.headers},
+                properties={k: v for k, v in properties.items() if v is not None},
+                exchange=whole.exchange,
+                routing_key=whole.routing_key,
+            )
+        )
+    return raws
 
 
 def to_raw(dlq: str, delivery: Delivery) -> RawDeadLetter:
