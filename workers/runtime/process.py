@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ import structlog
 from broker.errors import BrokerError
 from broker.logs import configure_logging
 from broker.metrics import port_number
+from workers.runtime import gc_policy
 from workers.runtime.metrics import expose_worker
 from workers.runtime.services import run_services
 from workers.runtime.settings import WorkerSettings
@@ -58,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logging()
     try:
+        gc_policy.apply(os.environ.get("RALLY_GC_THRESHOLDS"))
         settings = WorkerSettings.from_env()
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
