@@ -37,6 +37,8 @@ from typing import Any
 from contracts.errors import MalformedMessage, MessageTooLarge
 
 BUNDLE_CONTENT_TYPE = "application/vnd.rally.bundle"
+# one encoder for every line: json.dumps with options builds a new one per call
+_META = json.JSONEncoder(separators=(",", ":"), default=str)
 BUNDLE_COUNT = "x-rally-bundle"  # header: how many members (for people reading queues)
 
 
@@ -61,7 +63,7 @@ def encode_bundle(members: Sequence[BundleMember]) -> bytes:
             meta["cid"] = member.correlation_id
         if member.headers:
             meta["h"] = dict(member.headers)
-        parts.append(json.dumps(meta, separators=(",", ":"), default=str).encode())
+        parts.append(_META.encode(meta).encode())
         parts.append(member.body)
     return b"\n".join(parts) + b"\n"
 

@@ -23,6 +23,9 @@ from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
 
 log = structlog.get_logger(__name__)
 
+# one encoder for every event: json.dumps with options builds a new one per call
+_ENVELOPE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 POSITION = "x-rally-position"
 STREAM = "x-rally-stream"
 VERSION = "x-rally-version"
@@ -58,7 +61,7 @@ def encode_event(record: RecordedEvent) -> OutgoingRecord:
     return OutgoingRecord(
         exchange="events",
         routing_key=f"{stream_category(record.stream)}.{record.type}",
-        body=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode(),
+        body=_ENVELOPE.encode(envelope).encode(),
         message_id=str(record.id),
         headers={
             POSITION: str(record.position),

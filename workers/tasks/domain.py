@@ -55,6 +55,8 @@ Report = (
 )
 Command = Report | CancelTask | ResolveDependency | TaskTimerDue
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once: json.dumps builds one per call
+
 # A timer may reach us a hair before the deadline it was set for (two clocks).
 TIMER_SLACK_S = 0.05
 
@@ -109,7 +111,7 @@ def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits(
             ]
         case ReportTaskSucceeded():
             started = _implied_start(task, agent, now)
-            size = len(json.dumps(command.result, separators=(",", ":")).encode())
+            size = len(_COMPACT.encode(command.result).encode())
             if size > limits.max_result_bytes:
                 error = f"result too large: {size} bytes > {limits.max_result_bytes}"
                 # the same work would produce the same result: retrying cannot help
