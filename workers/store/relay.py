@@ -57,6 +57,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -125,7 +126,7 @@ class Relay:
         self._pending: list[tuple[OutboxRow, float, int | None]] = []
         # Per stream, the last row the fast path published and deleted (most recent
         # streams only: a forgotten one costs a take_own, nothing worse).
-        self._sent: dict[str, int] = {}
+        self._sent: OrderedDict[str, int] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._fast_lock = asyncio.Lock()
         self._sweep_lock = asyncio.Lock()
@@ -253,10 +254,12 @@ class Relay:
     def _remember(self, rows: Sequence[OutboxRow]) -> None:
         for row in rows:  # in id order: the last of each stream stays
             if row.stream is not None:
-                self._sent.pop(row.stream, None)  # re-insert: the dict keeps recent streams last
                 self._sent[row.stream] = row.id
+                self._sent.move_to_end(row.stream)  # recent streams last, the oldest out first
         while len(self._sent) > _SENT_STREAMS:
-            del self._sent[next(iter(self._sent))]
+            # (as broker/tracing.py's recent hops: a plain dict's first key is found by
+            # skipping the holes earlier deletions left at its front)
+            self._sent.popitem(last=False)
 
     async def _take_own(self, ids: Sequence[int]) -> list[OutboxRow]:
         """The store's check of handed rows we cannot vouch for (reached late, or their
