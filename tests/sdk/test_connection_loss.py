@@ -16,15 +16,15 @@ from broker.sdk import Agent, Task
 from broker.settings import BrokerSettings
 from contracts import AssignTask
 from tests.sdk.conftest import MakeAgent, Notify
-from tests.sdk.proxy import Proxy
 from tests.sdk.standin import Observer, task_of
+from tests.support.proxy import FaultProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 @pytest.fixture
-async def proxy(sdk_settings: BrokerSettings) -> AsyncIterator[Proxy]:
-    p = await Proxy(sdk_settings.amqp_url).start()
+async def proxy(sdk_settings: BrokerSettings) -> AsyncIterator[FaultProxy]:
+    p = await FaultProxy(sdk_settings.amqp_url).start()
     yield p
     await p.close()
 
@@ -33,9 +33,9 @@ Gated = tuple[Agent, asyncio.Event]
 
 
 @pytest.fixture
-def gated_agent(proxy: Proxy, make_agent: MakeAgent, sdk_settings: BrokerSettings) -> Gated:
+def gated_agent(proxy: FaultProxy, make_agent: MakeAgent, sdk_settings: BrokerSettings) -> Gated:
     """An agent behind the proxy (set up after it, so it stops while the link is still up)."""
-    settings = sdk_settings.model_copy(update={"amqp_url": proxy.url})
+    settings = sdk_settings.model_copy(update={"amqp_url": proxy.url()})
     agent = make_agent("agent-cut", settings=settings)
     release = asyncio.Event()
 
@@ -65,7 +65,7 @@ async def start_task(agent: Agent, observer: Observer, notify: Notify, token: in
 
 
 async def test_result_finished_while_disconnected_is_delivered_after_reconnect(
-    gated_agent: Gated, observer: Observer, notify: Notify, proxy: Proxy
+    gated_agent: Gated, observer: Observer, notify: Notify, proxy: FaultProxy
 ) -> None:
     agent, release = gated_agent
     await agent.start()
@@ -92,7 +92,7 @@ async def test_result_finished_while_disconnected_is_delivered_after_reconnect(
 
 
 async def test_report_whose_confirm_is_lost_is_resent_with_the_same_id(
-    gated_agent: Gated, observer: Observer, notify: Notify, proxy: Proxy
+    gated_agent: Gated, observer: Observer, notify: Notify, proxy: FaultProxy
 ) -> None:
     agent, release = gated_agent
     await agent.start()
@@ -111,4 +111,4 @@ async def test_report_whose_confirm_is_lost_is_resent_with_the_same_id(
     ids = succeeded_ids(observer)
     assert len(ids) == 2
     assert len(set(ids)) == 1
-    assert proxy.connections >= 2
+    assert proxy.accepted >= 2

@@ -5,11 +5,12 @@
 - :meth:`FaultProxy.blackhole`: connections stay open but every byte in
   either direction vanishes, and new connections hang the same way (a
   partition, a dead NAT entry): only heartbeats can tell the client.
-- :meth:`FaultProxy.restore`: new connections pass again; black-holed ones are
-  reset (their peers gave up on them long ago, or should have).
-
-Unlike tests/sdk/proxy.py (which freezes one direction to lose confirms),
-this one is about losing the whole link, and counts what it saw.
+- :meth:`FaultProxy.freeze_downstream`: hold every byte the broker sends
+  (confirms included) while the client's still get through: a publish reaches
+  the broker and its confirm never comes back (what makes a retry a duplicate).
+- :meth:`FaultProxy.restore`: new connections pass again and the broker's
+  bytes flow again; black-holed connections are reset (their peers gave up on
+  them long ago, or should have).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class FaultProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.mode = "up"  # up | cut | blackhole
+        self._downstream = asyncio.Event()  # cleared: the broker's bytes are held
+        self._downstream.set()
         self.accepted = 0  # connections passed through to the broker
         self.changed_at = time.monotonic()
 
@@ -52,6 +55,12 @@ class FaultProxy:
     def cut(self) -> None:
         self._set("cut")
         self._reset_all()
+        for task in list(self._tasks):  # a pump held by a freeze must not outlive its link
+            task.cancel()
+
+    def freeze_downstream(self) -> None:
+        """Hold every byte the broker sends, on every connection, until restored or cut."""
+        self._downstream.clear()
 
     def blackhole(self) -> None:
         self._set("blackhole")
@@ -59,6 +68,7 @@ class FaultProxy:
     def restore(self) -> None:
         was = self.mode
         self._set("up")
+        self._downstream.set()
         if was == "blackhole":
             self._reset_all()
 
@@ -103,18 +113,25 @@ class FaultProxy:
         self.accepted += 1
         self._writers.add(up_writer)
         self._spawn(self._pump(reader, up_writer))
-        self._spawn(self._pump(up_reader, writer))
+        self._spawn(self._pump(up_reader, writer, self._downstream))
 
     async def _swallow(self, src: asyncio.StreamReader) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while await src.read(65536):
                 pass
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        gate: asyncio.Event | None = None,
+    ) -> None:
         try:
             while data := await src.read(65536):
                 if self.mode == "blackhole":
                     continue  # into the void, in both directions
+                if gate is not None:
+                    await gate.wait()
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.IncompleteReadError):
