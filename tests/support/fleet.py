@@ -14,12 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from workers.demo.scenario import AgentPlan
+from workers.runtime.procs import stop_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("registry", "tasks", "allocator")
@@ -146,11 +146,4 @@ class ProcessFleet:
             if proc.poll() is None:
                 self.expected_exits.add(proc.pid)
                 proc.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # its own session: only what we started
-                proc.wait(timeout=5)
+        stop_processes(procs, timeout)

@@ -31,8 +31,8 @@ from workers.bench.celery_app import (
     make_app,
 )
 from workers.bench.memory import peak_rss_mib
-from workers.bench.procs import stop_process
 from workers.bench.stats import rate
+from workers.runtime.procs import stop_process
 
 log = structlog.get_logger(__name__)
 

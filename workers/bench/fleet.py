@@ -31,8 +31,8 @@ from broker.inspect import queue_stats
 from broker.sdk import Client
 from broker.settings import BrokerSettings
 from broker.topology import Topology
-from workers.bench.procs import stop_processes
 from workers.demo.fleet import WORKERS, Fleet
+from workers.runtime.procs import stop_processes
 from workers.store import open_store
 from workers.store.base import EventStore
 from workers.store.postgres import split_schema

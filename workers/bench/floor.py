@@ -36,8 +36,8 @@ from aio_pika.abc import (
 )
 
 from workers.bench.pacing import pipelined
-from workers.bench.procs import stop_process
 from workers.bench.stats import percentile, rate
+from workers.runtime.procs import stop_process
 
 log = structlog.get_logger(__name__)
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
 from workers.demo.scenario import AgentPlan
+from workers.runtime.procs import stop_processes
 
 WORKERS = ("registry", "tasks", "allocator")
 
@@ -62,17 +61,5 @@ class Fleet:
 
     def close(self, timeout: float = 15.0) -> None:
         # agents first, so their goodbyes reach workers that are still running
-        self._stop(list(self.agent_groups.values()), timeout)
-        self._stop(self.workers, timeout)
-
-    def _stop(self, procs: list[subprocess.Popen[bytes]], timeout: float) -> None:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop_processes(self.agent_groups.values(), timeout)
+        stop_processes(self.workers, timeout)

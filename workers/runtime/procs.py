@@ -1,7 +1,8 @@
-"""Child processes of the bench: started in their own session, always stopped.
+"""Stopping child processes (worker replicas, agents) started in their own session.
 
 SIGTERM first so they leave cleanly (agents deregister, workers flush their
-outbox), then SIGKILL to the whole process group if they take too long.
+outbox), then SIGKILL to the whole process group if they take too long. The
+demo's fleet, the bench and the fault tests' fleet all stop theirs this way.
 """
 
 from __future__ import annotations
