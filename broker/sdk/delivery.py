@@ -5,13 +5,14 @@ while it is in flight. The envelope (and so its message id) is built once;
 each retry publishes those same bytes, so a copy that did reach the broker
 before the drop is a duplicate the workers discard by message id. Retrying
 runs in background tasks, so one stuck report never holds up another task.
-A :class:`Lane` sends one task's reports in order (started before progress
-before the final report) without making the handler wait for confirms, and
-without making a report wait for the confirm of the one before it: they leave
-in order on one channel, so the broker queues them in order. Only a report
-that needs a retry can be overtaken by a later one, and the task manager
-takes that in its stride (a final report is accepted before the start; the
-late start is then stale and ignored).
+One task's reports (started before progress before the final report) go out
+in order without making the handler wait for confirms, and without making a
+report wait for the confirm of the one before it: background deliveries start
+in the order they were created, and the publisher puts messages on its one
+channel in the order it was handed them, so the broker queues them in order.
+Only a report that needs a retry can be overtaken by a later one, and the task
+manager takes that in its stride (a final report is accepted before the
+start; the late start is then stale and ignored).
 """
 
 from __future__ import annotations
@@ -70,20 +71,12 @@ class ReliableSender:
                 log.info("sdk.publish_recovered", msg_type=envelope.type, attempt=attempt)
             return
 
-    def deliver_soon(
-        self, envelope: Envelope[Any], after: asyncio.Task[None] | None = None
-    ) -> asyncio.Task[None]:
-        """Deliver in the background (after ``after`` is delivered, if given)."""
-        task = asyncio.create_task(self._after(after, envelope), name=f"deliver:{envelope.type}")
+    def deliver_soon(self, envelope: Envelope[Any]) -> asyncio.Task[None]:
+        """Deliver in the background; handed to the publisher in the order of these calls."""
+        task = asyncio.create_task(self.deliver(envelope), name=f"deliver:{envelope.type}")
         self._pending.add(task)
         task.add_done_callback(self._done)
         return task
-
-    async def _after(self, previous: asyncio.Task[None] | None, envelope: Envelope[Any]) -> None:
-        if previous is not None:
-            # the order matters, not the outcome: a cancelled predecessor does not block us
-            await asyncio.wait([previous])
-        await self.deliver(envelope)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)
@@ -102,17 +95,3 @@ class ReliableSender:
     def cancel_all(self) -> None:
         for task in list(self._pending):
             task.cancel()
-
-
-class Lane:
-    """One task's reports, sent in order: each is handed to the publisher after the one before.
-
-    Background deliveries start in the order they were created, and the publisher
-    puts messages on the channel in the order it was handed them.
-    """
-
-    def __init__(self, sender: ReliableSender) -> None:
-        self._sender = sender
-
-    def send(self, payload: Message, caused_by: Envelope[Any] | None = None) -> asyncio.Task[None]:
-        return self._sender.deliver_soon(self._sender.wrap(payload, caused_by))

@@ -1,7 +1,7 @@
 """One attempt of one task on this agent: started → handler → succeeded | failed.
 
 Every report carries the attempt and fencing token of the assignment and is
-sent through the task's :class:`Lane`, so it is delivered in order and
+delivered in the background (``ReliableSender.deliver_soon``): in order, and
 retried until confirmed while the handler goes on.
 
 The start report waits :data:`START_GRACE_S` after the handler begins. A task
@@ -26,7 +26,7 @@ import structlog
 from pydantic import ValidationError
 
 from broker.logs import message_fields
-from broker.sdk.delivery import Lane, ReliableSender
+from broker.sdk.delivery import ReliableSender
 from broker.sdk.errors import describe
 from broker.sdk.lease import LeaseBook
 from broker.sdk.task import Handler, Task
@@ -59,7 +59,7 @@ class Execution:
         self.assign = envelope.payload
         self.handler = handler
         self.agent_id = agent_id
-        self.lane = Lane(sender)
+        self.sender = sender
         self.leases = leases
         self.cancel_reason: CancelReason | None = None
         self.aio_task: asyncio.Task[None] | None = None
@@ -97,11 +97,11 @@ class Execution:
             self._start = None
             if isinstance(payload, ReportTaskProgress):
                 self._send_started()
-        return self.lane.send(payload, caused_by=self.envelope)
+        return self.sender.deliver_soon(self.sender.wrap(payload, caused_by=self.envelope))
 
     def _send_started(self) -> None:
         self._start = None
-        self.lane.send(ReportTaskStarted(**self._ids()), caused_by=self.envelope)
+        self._report(ReportTaskStarted(**self._ids()))
 
     def _on_progress(self, fraction: float, message: str | None) -> None:
         if self.cancel_reason is None:

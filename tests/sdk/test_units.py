@@ -11,7 +11,7 @@ import pytest
 
 from broker.errors import PublishFailed
 from broker.sdk.admission import admit
-from broker.sdk.delivery import Lane, ReliableSender
+from broker.sdk.delivery import ReliableSender
 from broker.sdk.errors import NonRetryableError, TaskError, describe
 from broker.sdk.lease import renew_delay
 from broker.sdk.outcomes import OutcomeBook
@@ -129,9 +129,8 @@ class NoSleep:
 async def test_reliable_sender_retries_the_same_envelope_until_confirmed() -> None:
     publisher, clock = FlakyPublisher(failures=3), NoSleep()
     sender = ReliableSender(publisher, clock)  # type: ignore[arg-type]
-    lane = Lane(sender)
-    first = lane.send(Heartbeat(agent_id="agent-x", load=1))
-    second = lane.send(Heartbeat(agent_id="agent-x", load=0))
+    first = sender.deliver_soon(sender.wrap(Heartbeat(agent_id="agent-x", load=1)))
+    second = sender.deliver_soon(sender.wrap(Heartbeat(agent_id="agent-x", load=0)))
     await sender.flush()
     assert first.done()
     assert second.done()
