@@ -54,7 +54,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 MESSAGES_HANDLED = Counter(
     "rally_messages_handled",
-    "Deliveries settled, by message type and outcome (acked, retried, dead_lettered).",
+    "Messages settled (each of a bundle counts), by type and outcome (acked, retried, ...).",
     (*LABELS, "type", "outcome"),
     registry=REGISTRY,
 )
