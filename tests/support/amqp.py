@@ -30,12 +30,6 @@ class Taken:
     content_type: str | None = None
     bundled: bool = False
 
-    async def ack(self, multiple: bool = False) -> None:
-        """Already acked when taken (kept for code that settles what it reads)."""
-
-    async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
-        """Already acked when taken."""
-
 
 def unbundle(message: AbstractIncomingMessage) -> list[Taken]:
     """The messages a delivery carries: itself, or each member of a bundle."""

@@ -37,8 +37,8 @@ _PROPERTIES = (
 )
 
 
-class Delivery(Protocol):
-    """A message taken from a queue, not yet acked (aio-pika's IncomingMessage).
+class QueuedMessage(Protocol):
+    """A message as read from a queue (aio-pika's IncomingMessage, or a test's copy).
 
     Its properties are read as attributes: aio-pika's ``info()`` turns a missing
     ``type`` into the string "None".
@@ -56,12 +56,16 @@ class Delivery(Protocol):
     @property
     def routing_key(self) -> str | None: ...
 
+
+class Delivery(QueuedMessage, Protocol):
+    """A message taken from a queue, not yet acked: the mover settles it."""
+
     async def ack(self, multiple: bool = False) -> None: ...
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
 
 
-def to_raws(dlq: str, delivery: Delivery) -> list[RawDeadLetter]:
+def to_raws(dlq: str, delivery: QueuedMessage) -> list[RawDeadLetter]:
     """The dead letters a delivery holds: itself, or each message of a bundle.
 
     A bundle reaches a DLQ whole when its delivery limit ran out (a worker died
@@ -99,7 +103,7 @@ def to_raws(dlq: str, delivery: Delivery) -> list[RawDeadLetter]:
     return raws
 
 
-def to_raw(dlq: str, delivery: Delivery) -> RawDeadLetter:
+def to_raw(dlq: str, delivery: QueuedMessage) -> RawDeadLetter:
     properties = {k: getattr(delivery, k, None) for k in _PROPERTIES}
     return RawDeadLetter(
         dlq=dlq,
