@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from broker.connection import BrokerConnection
-from broker.sdk import Agent, Client, Task
 from broker.settings import BrokerSettings
+from sdk import Agent, Client, Task
 from workers.dashboard.server import build_app, serve
 from workers.dashboard.service import Dashboard, DashboardConfig
 from workers.runtime.services import Running, run_services

@@ -19,7 +19,7 @@ from typing import Any, cast
 import pytest
 
 from broker.connection import BrokerConnection
-from broker.sdk import Client
+from sdk import Client
 from tests.support.amqp import depth, publish_bytes
 from workers.dlq.archive import open_archive
 from workers.dlq.mover import DeadLetterMover

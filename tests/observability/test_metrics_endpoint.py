@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from broker.connection import BrokerConnection
-from broker.sdk import Agent, Client, Task
 from broker.settings import BrokerSettings
+from sdk import Agent, Client, Task
 from tests.observability.conftest import Scrape
 from tests.support.amqp import publish_bytes
 

@@ -19,8 +19,8 @@ from opentelemetry.trace import SpanKind
 
 from broker import tracing
 from broker.connection import BrokerConnection
-from broker.sdk import Agent, Client, Task
 from broker.settings import BrokerSettings
+from sdk import Agent, Client, Task
 from workers.runtime.services import run_services
 from workers.runtime.settings import WorkerSettings
 from workers.store import open_store

@@ -11,9 +11,9 @@ import pytest
 
 from broker.connection import BrokerConnection
 from broker.publisher import Publisher
-from broker.sdk import Agent, Client
 from broker.settings import BrokerSettings
 from contracts import Envelope, Message
+from sdk import Agent, Client
 from tests.sdk.standin import Observer
 
 MakeAgent = Callable[..., Agent]

@@ -1,6 +1,6 @@
 import asyncio
 
-from broker.sdk import Agent, Task
+from sdk import Agent, Task
 
 agent = Agent("crawler-1", capacity=4)
 

@@ -1,6 +1,6 @@
 import asyncio
 
-from broker.sdk import Client
+from sdk import Client
 
 
 async def main() -> None:

@@ -8,8 +8,8 @@ from uuid import uuid4
 
 import pytest
 
-from broker.sdk import Agent, NonRetryableError, Task
 from contracts import AssignTask, StopTask
+from sdk import Agent, NonRetryableError, Task
 from tests.sdk.conftest import MakeAgent, Notify
 from tests.sdk.standin import Observer, eventually, task_of
 

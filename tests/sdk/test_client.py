@@ -7,8 +7,8 @@ from uuid import uuid4
 
 import pytest
 
-from broker.sdk import Client, TaskCancelledError, TaskFailedError
 from contracts import Backoff, TaskAccepted, TaskOutcome
+from sdk import Client, TaskCancelledError, TaskFailedError
 from tests.sdk.conftest import Notify
 from tests.sdk.standin import Observer, eventually, task_of
 

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from broker.sdk import Client, NoEventStore
+from sdk import Client, NoEventStore
 from workers.store import NewEvent, SqliteEventStore, open_store
 
 

@@ -12,9 +12,9 @@ from uuid import uuid4
 
 import pytest
 
-from broker.sdk import Agent, Task
 from broker.settings import BrokerSettings
 from contracts import AssignTask
+from sdk import Agent, Task
 from tests.sdk.conftest import MakeAgent, Notify
 from tests.sdk.standin import Observer, task_of
 from tests.support.proxy import FaultProxy

@@ -8,8 +8,8 @@ from uuid import uuid4
 
 import pytest
 
-from broker.sdk import Task
 from contracts import AssignTask, LeaseAcquired, LeaseLost
+from sdk import Task
 from tests.sdk.conftest import MakeAgent, Notify
 from tests.sdk.standin import Observer, task_of
 

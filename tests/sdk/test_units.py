@@ -10,12 +10,12 @@ from uuid import UUID, uuid4
 import pytest
 
 from broker.errors import PublishFailed
-from broker.sdk.admission import admit
-from broker.sdk.delivery import ReliableSender
-from broker.sdk.errors import NonRetryableError, TaskError, describe
-from broker.sdk.lease import renew_delay
-from broker.sdk.outcomes import OutcomeBook
 from contracts import AssignTask, Envelope, Heartbeat, TaskOutcome
+from sdk.admission import admit
+from sdk.delivery import ReliableSender
+from sdk.errors import NonRetryableError, TaskError, describe
+from sdk.lease import renew_delay
+from sdk.outcomes import OutcomeBook
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -148,7 +148,7 @@ async def test_reliable_sender_retries_the_same_envelope_until_confirmed() -> No
 
 
 async def test_the_outcome_book_stays_bounded_and_keeps_what_is_pending() -> None:
-    from broker.sdk import outcomes
+    from sdk import outcomes
 
     book = OutcomeBook()
     pending = [uuid4() for _ in range(50)]

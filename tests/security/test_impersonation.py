@@ -21,7 +21,6 @@ from broker.connection import BrokerConnection
 from broker.deadletter import ORIGINAL_USER_ID
 from broker.identity import REPLAY_OF
 from broker.publisher import Publisher
-from broker.sdk import Agent, Client, Task
 from broker.settings import BrokerSettings
 from contracts import (
     DeregisterAgent,
@@ -34,6 +33,7 @@ from contracts import (
     TaskSucceeded,
     encode,
 )
+from sdk import Agent, Client, Task
 from tests.security.conftest import Users
 from tests.support.amqp import Taken, depth, publish_bytes, take
 from workers.dlq.archive import open_archive

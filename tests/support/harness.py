@@ -22,9 +22,9 @@ from typing import Any
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
-from broker.sdk import Client
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from sdk import Client
 from tests.support.fleet import WORKERS, ProcessFleet
 from tests.support.workload import HistoryReader, Verdict, Workload, judge
 from workers.demo.scenario import AgentPlan

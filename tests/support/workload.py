@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
-from broker.sdk import Client
 from contracts import Backoff
+from sdk import Client
 from workers.history_check import (
     TERMINAL,
     HistoryReport,

@@ -12,7 +12,7 @@ import argparse
 import asyncio
 
 from broker.logs import configure_logging
-from broker.sdk import Agent, Task
+from sdk import Agent, Task
 
 CAPABILITY = "bench.noop"
 

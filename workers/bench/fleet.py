@@ -28,9 +28,9 @@ import structlog
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
 from broker.inspect import queue_stats
-from broker.sdk import Client
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from sdk import Client
 from workers.demo.fleet import WORKERS, Fleet
 from workers.runtime.procs import stop_processes
 from workers.store import open_store

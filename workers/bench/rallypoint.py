@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from broker.sdk import Client
+from sdk import Client
 from workers.bench.agent_proc import CAPABILITY
 from workers.bench.fleet import FleetShape, RunningFleet, rally_fleet
 from workers.bench.memory import peak_rss_mib

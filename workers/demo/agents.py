@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 from broker.logs import configure_logging
-from broker.sdk import Agent, Task
+from sdk import Agent, Task
 from workers.demo.scenario import AgentPlan
 
 

@@ -22,9 +22,9 @@ from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
 from broker.inspect import queue_stats
 from broker.publisher import Outgoing, Publisher
-from broker.sdk import Client, TaskHandle
 from broker.settings import BrokerSettings
 from contracts import Backoff, TaskOutcome
+from sdk import Client, TaskHandle
 from workers.demo.fleet import Fleet
 from workers.demo.scenario import GPU, GPU_CAPACITY, Scenario, build
 from workers.history_check import HistoryReport, check_history

@@ -27,12 +27,12 @@ from broker.consumer import Consumer
 from broker.declare import declare_topology
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
-from broker.sdk.errors import NoEventStore, TaskCancelledError, TaskFailedError
-from broker.sdk.logsetup import ensure_logging
-from broker.sdk.outcomes import OutcomeBook
-from broker.sdk.taskview import EventReader, TaskEvent, TaskStatus, fold, read_history
 from broker.settings import BrokerSettings
 from contracts import Backoff, CancelTask, SubmitTask, TaskAccepted, TaskOutcome
+from sdk.errors import NoEventStore, TaskCancelledError, TaskFailedError
+from sdk.logsetup import ensure_logging
+from sdk.outcomes import OutcomeBook
+from sdk.taskview import EventReader, TaskEvent, TaskStatus, fold, read_history
 
 log = structlog.get_logger(__name__)
 

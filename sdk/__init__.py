@@ -17,10 +17,10 @@ Client::
         print(await client.submit("crawl", {"url": "https://example.com"}).result())
 """
 
-from broker.sdk.agent import Agent
-from broker.sdk.client import Client, Submission, TaskHandle
-from broker.sdk.clock import Clock, SystemClock
-from broker.sdk.errors import (
+from sdk.agent import Agent
+from sdk.client import Client, Submission, TaskHandle
+from sdk.clock import Clock, SystemClock
+from sdk.errors import (
     LeaseLostError,
     LeaseTimeout,
     NoEventStore,
@@ -31,9 +31,9 @@ from broker.sdk.errors import (
     TaskFailedError,
     TaskOutcomeError,
 )
-from broker.sdk.lease import Lease
-from broker.sdk.task import Task
-from broker.sdk.taskview import EventReader, TaskEvent, TaskStatus
+from sdk.lease import Lease
+from sdk.task import Task
+from sdk.taskview import EventReader, TaskEvent, TaskStatus
 
 __all__ = [
     "Agent",

@@ -20,10 +20,10 @@ from uuid import UUID, uuid4
 
 import structlog
 
-from broker.sdk.clock import Clock
-from broker.sdk.delivery import ReliableSender
-from broker.sdk.errors import LeaseLostError, LeaseTimeout
 from contracts import AcquireLease, LeaseAcquired, LeaseLost, ReleaseLease, RenewLease
+from sdk.clock import Clock
+from sdk.delivery import ReliableSender
+from sdk.errors import LeaseLostError, LeaseTimeout
 
 log = structlog.get_logger(__name__)
 

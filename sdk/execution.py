@@ -26,10 +26,6 @@ import structlog
 from pydantic import ValidationError
 
 from broker.logs import message_fields
-from broker.sdk.delivery import ReliableSender
-from broker.sdk.errors import describe
-from broker.sdk.lease import LeaseBook
-from broker.sdk.task import Handler, Task
 from contracts import (
     AssignTask,
     Envelope,
@@ -38,6 +34,10 @@ from contracts import (
     ReportTaskStarted,
     ReportTaskSucceeded,
 )
+from sdk.delivery import ReliableSender
+from sdk.errors import describe
+from sdk.lease import LeaseBook
+from sdk.task import Handler, Task
 
 log = structlog.get_logger(__name__)
 

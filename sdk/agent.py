@@ -27,13 +27,6 @@ from broker.declare import check_agent_topology, declare_topology
 from broker.metrics import Exposure, expose_agent
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
-from broker.sdk.admission import admit
-from broker.sdk.clock import Clock, SystemClock
-from broker.sdk.delivery import ReliableSender
-from broker.sdk.execution import Execution
-from broker.sdk.lease import LeaseBook
-from broker.sdk.logsetup import ensure_logging
-from broker.sdk.task import Handler
 from broker.settings import BrokerSettings
 from contracts import (
     AssignTask,
@@ -45,6 +38,13 @@ from contracts import (
     RejectAssignment,
     StopTask,
 )
+from sdk.admission import admit
+from sdk.clock import Clock, SystemClock
+from sdk.delivery import ReliableSender
+from sdk.execution import Execution
+from sdk.lease import LeaseBook
+from sdk.logsetup import ensure_logging
+from sdk.task import Handler
 
 log = structlog.get_logger(__name__)
 

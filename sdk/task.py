@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from broker.sdk.lease import Lease, LeaseContext
+from sdk.lease import Lease, LeaseContext
 
 if TYPE_CHECKING:
-    from broker.sdk.lease import LeaseBook
+    from sdk.lease import LeaseBook
 
 ProgressSink = Callable[[float, "str | None"], None]
 

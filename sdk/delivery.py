@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 
 from broker.publisher import Publisher, routing_key_for
-from broker.sdk.clock import Clock
 from contracts import ContractError, Envelope, Message
+from sdk.clock import Clock
 
 log = structlog.get_logger(__name__)
 
