@@ -21,6 +21,11 @@ class Incoming(Generic[M]):
     queue: str = ""
     redelivered: bool = False
     headers: Mapping[str, Any] = field(default_factory=dict)
+    # who the message acts for, as the broker vouched for it (the runtime's identity check
+    # fills these; never an envelope field or a header a sender could write): the broker user,
+    # or the first sender of a copy a service user re-published. None: anonymous.
+    principal: str | None = None
+    service: bool = False  # the principal is a service user: it may act for anyone
 
     @property
     def payload(self) -> M:
