@@ -48,6 +48,7 @@ from contracts.resources import (
     ResourceDeclared,
 )
 from contracts.tasks import (
+    DEFAULT_PENDING_TIMEOUT_S,
     TERMINAL_STATES,
     AssignTask,
     Backoff,
@@ -71,6 +72,7 @@ from contracts.tasks import (
     TaskOutcome,
     TaskProgressed,
     TaskReady,
+    TaskRefused,
     TaskRequeued,
     TaskRetryScheduled,
     TaskStarted,
@@ -83,6 +85,7 @@ from contracts.tasks import (
 __all__ = [
     "BUNDLE_CONTENT_TYPE",
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_PENDING_TIMEOUT_S",
     "TERMINAL_STATES",
     "AcquireLease",
     "AgentDraining",
@@ -138,6 +141,7 @@ __all__ = [
     "TaskOutcome",
     "TaskProgressed",
     "TaskReady",
+    "TaskRefused",
     "TaskRequeued",
     "TaskRetryScheduled",
     "TaskStarted",

@@ -17,6 +17,7 @@ from contracts.fields import AgentId, Attempt, Capability, FencingToken, Resourc
 
 TaskState = Literal["pending", "assigned", "running", "succeeded", "failed", "cancelled", "dead"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "cancelled", "dead"})
+DEFAULT_PENDING_TIMEOUT_S = 24 * 3600.0
 
 
 class Backoff(BaseModel):
@@ -46,7 +47,15 @@ class SubmitTask(Command):
     depends_on: tuple[UUID, ...] = Field(default=(), max_length=1000)
     resources: tuple[ResourceName, ...] = Field(default=(), max_length=16)
     reply_to: str | None = Field(
-        default=None, max_length=200, description="inbox that hears the outcome"
+        default=None,
+        max_length=200,
+        description="inbox that hears the outcome; honoured only from a service user",
+    )
+    pending_timeout_s: float = Field(
+        default=DEFAULT_PENDING_TIMEOUT_S,
+        gt=0,
+        le=365 * 24 * 3600,
+        description="ends the task dead if it is still pending this long after submit",
     )
 
 
@@ -132,6 +141,14 @@ class TaskSubmitted(Event):
     submitted_by: str = "unknown"
     reply_to: str | None = None
     ready: bool = Field(description="true when it has no dependency left to wait for")
+    pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S
+    submitted_at: datetime | None = Field(
+        default=None, description="the task manager's clock at submit (None: recorded before)"
+    )
+    owner: str | None = Field(
+        default=None,
+        description="the broker-vouched submitter that owns the task (None: anonymous)",
+    )
 
 
 class DependentAdded(Event):
@@ -276,3 +293,15 @@ class TaskAccepted(Notice):
 
     task_id: UUID
     duplicate_of: UUID | None = None
+
+
+class TaskRefused(Notice):
+    """To the submitter: the submit was refused and nothing was recorded.
+
+    ``reason``: ``conflict`` (the task id or idempotency key belongs to another
+    task, owner or spec) or ``too_large`` (its assignment could not be delivered).
+    """
+
+    task_id: UUID
+    reason: Literal["conflict", "too_large"]
+    detail: str = Field(default="", max_length=2000)
