@@ -58,7 +58,11 @@ async def _declare(
         await dlq.bind(topology.dlx, routing_key=spec.name)
     if spec.classic_exclusive:
         queue = await channel.declare_queue(
-            spec.name, durable=False, exclusive=True, auto_delete=True
+            spec.name,
+            durable=False,
+            exclusive=True,
+            auto_delete=True,
+            arguments=topology.queue_arguments(spec, delivery_limit) or None,
         )
     else:
         queue = await channel.declare_queue(

@@ -13,7 +13,10 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
     queues (durable quorum; work queues dead-letter at-least-once to ns.dlx)
       ns.q.registry    commands registry.#            single active consumer
       ns.q.tasks       commands tasks.#               competing consumers
-      ns.q.allocator   commands allocator.# + events  single active consumer
+      ns.q.allocator   commands allocator.#, registry.Heartbeat
+                       + events ALLOCATOR_EVENT_KEYS  single active consumer
+      ns.dashboard.<id> commands registry.Heartbeat   a dashboard's tap: exclusive,
+                                                      no acks, bounded, drops oldest
       ns.inbox.<id>    inbox <id>                     one per agent, expires unused
       ns.delay.<tier>  retry <tier>.#                 message TTL = tier, then back to work
       <queue>.dlq      dlx <queue>                    the dead letters of each work queue
@@ -25,6 +28,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+# The events the allocator follows: what changes what can be placed. The events exchange
+# carries only what some queue here subscribes to (see ``event_subscribed``).
+ALLOCATOR_TASK_EVENTS: tuple[str, ...] = (
+    "TaskSubmitted",
+    "TaskReady",
+    "TaskFailed",
+    "TaskRequeued",
+    "TaskSucceeded",
+    "TaskCancelled",
+    "TaskDead",
+)
+ALLOCATOR_EVENT_KEYS: tuple[str, ...] = (
+    *(f"task.{t}" for t in ALLOCATOR_TASK_EVENTS),
+    "agent.#",
+    "resource.#",
+)
+# Heartbeats renew direct leases, so the allocator takes copies of the registry's.
+ALLOCATOR_COMMAND_KEYS: tuple[str, ...] = ("allocator.#", "registry.Heartbeat")
+# Every binding on the events exchange, across every queue declared here.
+EVENT_SUBSCRIPTIONS: tuple[str, ...] = ALLOCATOR_EVENT_KEYS
+
+DASHBOARD_TAP_KEYS: tuple[str, ...] = ("registry.Heartbeat",)
+DASHBOARD_TAP_MAX_LENGTH = 10_000
 
 # A retry waits in the smallest tier at least as long as its delay; long delays hop tiers.
 DELAY_TIERS_MS: tuple[int, ...] = (100, 500, 2_000, 10_000, 60_000)
@@ -56,6 +83,46 @@ class QueueSpec:
     @property
     def dlq(self) -> str:
         return f"{self.name}.dlq"
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: ``*`` is one word, ``#`` zero or more."""
+    return _match(pattern.split("."), routing_key.split("."))
+
+
+def _match(pattern: list[str], words: list[str]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_match(rest, words[i:]) for i in range(len(words) + 1))
+    if not words:
+        return False
+    return (head in ("*", words[0])) and _match(rest, words[1:])
+
+
+def event_routing_key(category: str, event_type: str) -> str:
+    """The events exchange's routing key for an event of a stream category (``task``)."""
+    return f"{category}.{event_type}"
+
+
+def event_subscribed(category: str, event_type: str) -> bool:
+    """Does any queue of this topology subscribe to this event (``"task"``, ``"TaskReady"``)?
+
+    The outbox relay asks before publishing, so nothing goes out unroutable.
+    """
+    return _event_subscribed(event_routing_key(category, event_type))
+
+
+_subscribed_cache: dict[str, bool] = {}
+
+
+def _event_subscribed(key: str) -> bool:
+    known = _subscribed_cache.get(key)
+    if known is None:
+        known = any(topic_matches(p, key) for p in EVENT_SUBSCRIPTIONS)
+        _subscribed_cache[key] = known
+    return known
 
 
 def tier_name(ms: int) -> str:
@@ -142,6 +209,30 @@ class Topology:
         )
         return QueueSpec(self.worker_queue(worker), bindings, single_active=single_active)
 
+    def allocator_queue(self) -> QueueSpec:
+        """The allocator's one queue: its commands, heartbeat copies, and the events it follows."""
+        return self.work_queue(
+            "allocator",
+            command_keys=ALLOCATOR_COMMAND_KEYS,
+            event_keys=ALLOCATOR_EVENT_KEYS,
+            single_active=True,
+        )
+
+    def dashboard_tap_queue(self, tap_id: str) -> QueueSpec:
+        """A dashboard's private copy of the heartbeats; it takes nothing from the registry.
+
+        Classic, exclusive and unacknowledged: it disappears with the dashboard's
+        connection, and a bounded length (oldest dropped) keeps a stalled dashboard
+        from piling up messages in the broker.
+        """
+        return QueueSpec(
+            f"{self.namespace}.dashboard.{tap_id}",
+            tuple((self.commands, k) for k in DASHBOARD_TAP_KEYS),
+            dead_letter=False,
+            classic_exclusive=True,
+            extra={"x-max-length": DASHBOARD_TAP_MAX_LENGTH, "x-overflow": "drop-head"},
+        )
+
     def inbox_queue(self, recipient: str) -> QueueSpec:
         return QueueSpec(
             f"{self.namespace}.inbox.{recipient}",
@@ -176,7 +267,7 @@ class Topology:
 
     def queue_arguments(self, spec: QueueSpec, delivery_limit: int) -> dict[str, Any]:
         if spec.classic_exclusive:
-            return {}
+            return dict(spec.extra)
         args: dict[str, Any] = {"x-queue-type": "quorum"}
         if spec.dead_letter:
             args.update(
