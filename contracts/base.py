@@ -13,11 +13,26 @@ payload on the wire holds only data:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 Kind = Literal["command", "event", "notice"]
+
+# Filled as message classes are defined; contracts.registry reads it after importing them
+# all, so this module imports no message module (and none imports it back in a circle).
+_TYPES: dict[str, type[Message]] = {}
+TYPES: Mapping[str, type[Message]] = MappingProxyType(_TYPES)
+
+
+def _register(cls: type[Message]) -> None:
+    name = cls.type_name()
+    existing = _TYPES.get(name)
+    if existing is not None and existing is not cls:
+        raise TypeError(f"two message classes are named {name!r}: {existing} and {cls}")
+    _TYPES[name] = cls
 
 
 class Message(BaseModel):
@@ -39,9 +54,7 @@ class Message(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         if cls.__dict__.get("abstract", False):
             return
-        from contracts.registry import register
-
-        register(cls)
+        _register(cls)
 
 
 class Command(Message):

@@ -7,23 +7,18 @@ the payload model, its ``version`` picks the upcasters to run first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from contracts.base import Message
+# importing the message modules defines (and so registers) every protocol type
+import contracts.agents
+import contracts.deadletters
+import contracts.resources
+import contracts.tasks  # noqa: F401
+from contracts.base import TYPES, Message
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
-_TYPES: dict[str, type[Message]] = {}
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
-
-
-def register(cls: type[Message]) -> None:
-    name = cls.type_name()
-    existing = _TYPES.get(name)
-    if existing is not None and existing is not cls:
-        raise TypeError(f"two message classes are named {name!r}: {existing} and {cls}")
-    _TYPES[name] = cls
 
 
 def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
@@ -43,7 +38,7 @@ def upcaster(type_name: str, from_version: int) -> Callable[[Upcaster], Upcaster
 
 
 def lookup(type_name: str) -> type[Message] | None:
-    return _TYPES.get(type_name)
+    return TYPES.get(type_name)
 
 
 def upcast(type_name: str, version: int, target: int, payload: dict[str, Any]) -> dict[str, Any]:
@@ -55,13 +50,4 @@ def upcast(type_name: str, version: int, target: int, payload: dict[str, Any]) -
 
 
 def all_types() -> dict[str, type[Message]]:
-    _load_all()
-    return dict(sorted(_TYPES.items()))
-
-
-def _load_all() -> None:
-    # importing the modules registers their classes
-    import contracts.agents
-    import contracts.deadletters
-    import contracts.resources
-    import contracts.tasks  # noqa: F401
+    return dict(sorted(TYPES.items()))
