@@ -14,7 +14,8 @@ from contracts import (
     Heartbeat,
     RegisterAgent,
 )
-from workers.registry.domain import Agent, CheckSilence, HeartbeatSeen, decide, fold
+from workers.registry.domain import CheckSilence, HeartbeatSeen, decide
+from workers.registry.state import Agent, fold
 from workers.runtime.clock import ManualClock
 
 clock = ManualClock()

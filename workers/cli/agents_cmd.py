@@ -15,7 +15,7 @@ from broker.settings import BrokerSettings
 from workers.allocator.projection import Projection
 from workers.cli.main import UserError
 from workers.cli.provision import ProvisionError, provision, render
-from workers.registry.domain import Agent, evolve
+from workers.registry.state import Agent, evolve
 from workers.runtime.logs import quiet_logs
 from workers.runtime.messages import load_event
 from workers.store import open_store

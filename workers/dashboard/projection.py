@@ -29,7 +29,7 @@ from contracts import (
     TaskSucceeded,
 )
 from workers.dashboard.throughput import Throughput
-from workers.registry.domain import Agent, evolve
+from workers.registry.state import Agent, evolve
 from workers.runtime.messages import load_event
 from workers.store.base import RecordedEvent
 from workers.tasks.state import TERMINAL

@@ -1,16 +1,15 @@
-"""The agent aggregate (stream ``agent-<id>``): pure decide and evolve, no I/O.
+"""What happens to an agent (stream ``agent-<id>``): pure decide, no I/O.
 
-Lifecycle: new → live ⇄ draining → left, and live/draining → lost when silent.
-A left or lost agent that registers again joins afresh. Heartbeats are not
-events: the service keeps the last one in memory and asks ``decide`` only when
-it matters (a draining agent reaching load 0, a lost agent heard from again).
+Its state and its one fold are in workers/registry/state.py. A left or lost
+agent that registers again joins afresh. Heartbeats are not events: the
+service keeps the last one in memory and asks ``decide`` only when it matters
+(a draining agent reaching load 0, a lost agent heard from again).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from contracts import (
     AgentDraining,
@@ -23,29 +22,7 @@ from contracts import (
     Heartbeat,
     RegisterAgent,
 )
-
-Status = Literal["new", "live", "draining", "left", "lost"]
-PRESENT: frozenset[Status] = frozenset({"live", "draining"})
-
-
-def stream_of(agent_id: str) -> str:
-    return f"agent-{agent_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Agent:
-    agent_id: str
-    status: Status = "new"
-    capabilities: tuple[str, ...] = ()
-    capacity: int = 0
-    labels: dict[str, str] = field(default_factory=dict)
-    software_version: str = "unknown"
-    heartbeat_interval_s: float = 5.0
-    version: int = 0  # the stream version this state reflects
-
-    @property
-    def present(self) -> bool:
-        return self.status in PRESENT
+from workers.registry.state import Agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,35 +42,6 @@ class HeartbeatSeen:
 
 
 Command = RegisterAgent | DeregisterAgent | HeartbeatSeen | CheckSilence
-
-
-def evolve(state: Agent, event: Event) -> Agent:
-    nxt = replace(state, version=state.version + 1)
-    match event:
-        case AgentJoined() | AgentUpdated():
-            return replace(
-                nxt,
-                status="live",
-                capabilities=tuple(event.capabilities),
-                capacity=event.capacity,
-                labels=dict(event.labels),
-                software_version=event.software_version,
-                heartbeat_interval_s=event.heartbeat_interval_s,
-            )
-        case AgentDraining():
-            return replace(nxt, status="draining")
-        case AgentLeft():
-            return replace(nxt, status="left")
-        case AgentLost():
-            return replace(nxt, status="lost")
-    return nxt
-
-
-def fold(agent_id: str, events: list[Event]) -> Agent:
-    state = Agent(agent_id)
-    for event in events:
-        state = evolve(state, event)
-    return state
 
 
 def decide(

@@ -19,16 +19,8 @@ import structlog
 
 from broker.router import Incoming
 from contracts import DeregisterAgent, Heartbeat, RegisterAgent
-from workers.registry.domain import (
-    Agent,
-    CheckSilence,
-    Command,
-    HeartbeatSeen,
-    decide,
-    evolve,
-    fold,
-    stream_of,
-)
+from workers.registry.domain import CheckSilence, Command, HeartbeatSeen, decide
+from workers.registry.state import STREAM_PREFIX, Agent, agent_of, evolve, fold, stream_of
 from workers.runtime.clock import Clock
 from workers.runtime.conflicts import on_conflict_retry
 from workers.runtime.messages import load_event, metadata_for, new_event
@@ -72,19 +64,20 @@ class Registry:
     async def load_present(self) -> int:
         """Every live or draining agent from the store, each with a fresh window."""
         now = self.clock.now()
-        streams: dict[str, list[Any]] = {}
+        folded: dict[str, Agent] = {}
         position = 0
         while True:
-            page = await self.store.read_all(position, PAGE, stream_prefix="agent-")
+            page = await self.store.read_all(position, PAGE, stream_prefix=STREAM_PREFIX)
             for record in page:
-                streams.setdefault(record.stream, []).append(load_event(record))
+                agent_id = agent_of(record.stream)
+                if agent_id is not None:
+                    state = folded.get(agent_id) or Agent(agent_id)
+                    folded[agent_id] = evolve(state, load_event(record))
                 position = record.position
             if len(page) < PAGE:
                 break
         self._position = max(self._position, position)
-        for stream, events in streams.items():
-            agent_id = stream.removeprefix("agent-")
-            state = fold(agent_id, events)
+        for agent_id, state in folded.items():
             self.agents[agent_id] = state
             if state.present:
                 self.last_seen[agent_id] = now
@@ -143,10 +136,12 @@ class Registry:
         """
         moved: set[str] = set()
         while True:
-            page = await self.store.read_all(self._position, PAGE, stream_prefix="agent-")
+            page = await self.store.read_all(self._position, PAGE, stream_prefix=STREAM_PREFIX)
             for record in page:
                 self._position = record.position
-                moved.add(record.stream.removeprefix("agent-"))
+                agent_id = agent_of(record.stream)
+                if agent_id is not None:
+                    moved.add(agent_id)
             if len(page) < PAGE:
                 break
         now = self.clock.now()
@@ -232,7 +227,9 @@ class Registry:
             if result.duplicate:
                 await self.load(agent_id)
                 return False
-            self.agents[agent_id] = _apply(state, events)
+            for event in events:
+                state = evolve(state, event)
+            self.agents[agent_id] = state
             _log_events(agent_id, (type(e).__name__ for e in events), meta)
             if not self.agents[agent_id].present:
                 self.last_seen.pop(agent_id, None)
@@ -242,12 +239,6 @@ class Registry:
         return await on_conflict_retry(
             attempt, attempts=self.settings.conflict_attempts, what=f"agent {agent_id}"
         )
-
-
-def _apply(state: Agent, events: list[Any]) -> Agent:
-    for event in events:
-        state = evolve(state, event)
-    return state
 
 
 def _log_events(agent_id: str, types: Iterable[str], meta: Metadata) -> None:
