@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from broker import headers as h
-
-ORIGINAL_USER_ID = "x-rally-original-user-id"
+from contracts.headers import ORIGINAL_USER_ID as ORIGINAL_USER_ID
 
 
 def dead_letter_headers(

@@ -51,12 +51,12 @@ from contracts import (
     ReportTaskSucceeded,
     SubmitTask,
 )
+from contracts.headers import REPLAY_OF as REPLAY_OF  # set by `rally dlq replay`
 
 log = structlog.get_logger(__name__)
 
 SERVICE_USERS_ENV = "RALLY_SERVICE_USERS"
 DEFAULT_SERVICE_USERS: tuple[str, ...] = ("guest",)
-REPLAY_OF = "x-rally-replay-of"  # set by `rally dlq replay` (workers.dlq.parse.REPLAY_OF)
 SECURITY = "security"  # the dead-letter reason of a refused message
 
 

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.errors import MalformedMessage, MessageTooLarge
+from contracts.headers import BUNDLE_COUNT as BUNDLE_COUNT
 
 BUNDLE_CONTENT_TYPE = "application/vnd.rally.bundle"
 # one encoder for every line: json.dumps with options builds a new one per call
 _META = json.JSONEncoder(separators=(",", ":"), default=str)
-BUNDLE_COUNT = "x-rally-bundle"  # header: how many members (for people reading queues)
 
 
 @dataclass(frozen=True, slots=True)

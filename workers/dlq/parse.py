@@ -23,6 +23,7 @@ from typing import Any
 from broker import headers as h
 from broker.deadletter import ORIGINAL_USER_ID
 from contracts import lookup
+from contracts.headers import REPLAY_OF as REPLAY_OF
 from workers.dlq.model import (
     DeadLetter,
     DeadLetteredBy,
@@ -32,10 +33,6 @@ from workers.dlq.model import (
     message_key,
     utc,
 )
-
-REPLAY_OF = "x-rally-replay-of"  # set on a replayed message: the dead letter it came from
-REPLAY_ID = "x-rally-replay-id"
-REPLAYED_BY = "x-rally-replayed-by"
 
 # RabbitMQ's dead-letter reasons, as we name them (its "rejected" is a consumer's nack
 # without requeue — not our handler's Reject, which is "rejected" in x-rally-reason)

@@ -19,8 +19,8 @@ from broker import headers as h
 from broker.deadletter import ORIGINAL_USER_ID
 from broker.topology import Topology
 from contracts import ContractError, decode
+from contracts.headers import REPLAY_ID, REPLAY_OF, REPLAYED_BY
 from workers.dlq.model import DeadLetter
-from workers.dlq.parse import REPLAY_ID, REPLAY_OF, REPLAYED_BY
 
 # headers that describe a death or a retry in progress: a replay starts afresh
 _DEATH_HEADERS = frozenset(
@@ -33,8 +33,8 @@ _DEATH_HEADERS = frozenset(
         "x-last-death-queue",
         "x-last-death-reason",
         "x-delivery-count",
-        "x-rally-due-at",
-        "x-rally-last-error",
+        h.DUE_AT,
+        h.LAST_ERROR,
         h.ATTEMPT,
         h.DL_REASON,
         h.DL_ERROR,

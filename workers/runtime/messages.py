@@ -14,11 +14,9 @@ from uuid import UUID
 from broker import tracing
 from broker.router import Incoming
 from contracts import Envelope, Event, Message, decode_payload, encode
+from contracts.headers import MESSAGE_TYPE as MESSAGE_TYPE
 from contracts.ids import new_id
 from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
-
-# the envelope type of an outbox row, kept with it so the relay can set the AMQP ``type``
-MESSAGE_TYPE = "x-rally-type"
 
 
 def new_event(event: Event) -> NewEvent:

@@ -18,6 +18,7 @@ import structlog
 from broker import tracing
 from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
+from contracts.headers import POSITION, STREAM, VERSION
 from workers.runtime.messages import MESSAGE_TYPE
 from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
 
@@ -25,10 +26,6 @@ log = structlog.get_logger(__name__)
 
 # one encoder for every event: json.dumps with options builds a new one per call
 _ENVELOPE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-POSITION = "x-rally-position"
-STREAM = "x-rally-stream"
-VERSION = "x-rally-version"
 
 
 def _uuid(value: object, default: UUID) -> UUID:
