@@ -33,6 +33,7 @@ from contracts.errors import (
     UnknownMessageType,
     UnsupportedVersion,
 )
+from contracts.queries import QueryTask, TaskView, TimelineEntry
 from contracts.registry import all_types, lookup, upcaster
 from contracts.resources import (
     AcquireLease,
@@ -120,6 +121,7 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "Notice",
+    "QueryTask",
     "RegisterAgent",
     "RejectAssignment",
     "ReleaseLease",
@@ -149,6 +151,8 @@ __all__ = [
     "TaskSubmitted",
     "TaskSucceeded",
     "TaskTimerDue",
+    "TaskView",
+    "TimelineEntry",
     "UnknownMessageType",
     "UnsupportedVersion",
     "all_types",
