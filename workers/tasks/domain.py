@@ -385,3 +385,19 @@ def decide_agent_gone(task: Task, agent_id: str, why: str) -> list[Event]:
         error_type="AgentLost",
     )
     return [failed, TaskDead(task_id=task.task_id, attempt=task.attempt, error=why)]
+
+
+def decide_pending_expired(task: Task, now: datetime, why: str) -> list[Event]:
+    """A task still pending ``pending_timeout_s`` after its submit ends dead, saying why.
+
+    ``why`` is the reason it waited, in words (the placer knows it: no agent with
+    the capability, a resource held, its dependencies...). A task recorded before
+    submit times were (no ``submitted_at``) never expires here.
+    """
+    if task.state != "pending" or task.submitted_at is None:
+        return []
+    limit = task.pending_timeout_s
+    if now < task.submitted_at + timedelta(seconds=limit):
+        return []
+    error = f"pending for more than {limit:g}s: {why}"
+    return [TaskDead(task_id=task.task_id, attempt=task.attempt, error=error)]

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import JsonValue
 
 from contracts import (
+    DEFAULT_PENDING_TIMEOUT_S,
     Backoff,
     DependencyResolved,
     DependentAdded,
@@ -85,8 +86,25 @@ class Task:
         return self.spec.backoff if self.spec else Backoff()
 
     @property
+    def owner(self) -> str | None:
+        """The broker-vouched submitter (None: anonymous, or recorded before owners)."""
+        return self.spec.owner if self.spec else None
+
+    @property
+    def submitted_at(self) -> datetime | None:
+        return self.spec.submitted_at if self.spec else None
+
+    @property
+    def pending_timeout_s(self) -> float:
+        return self.spec.pending_timeout_s if self.spec else DEFAULT_PENDING_TIMEOUT_S
+
+    @property
     def inbox(self) -> str | None:
-        """Where the outcome goes: the submitter's reply_to, else whoever submitted."""
+        """Where the outcome goes: chosen at submit from the submitter's identity.
+
+        ``reply_to`` is recorded only for a service user's submit (see
+        ``decide_submit``), so what a plain user wrote there never picks an inbox.
+        """
         if self.spec is None:
             return None
         return self.spec.reply_to or self.spec.submitted_by
