@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 services: ## start RabbitMQ and PostgreSQL where installed but not running
 	@bash scripts/services.sh
 
-demo: install ## run the fleet: workers, simulated agents and 1,000 tasks, then a summary
+demo: install services ## run the fleet: workers, simulated agents and 1,000 tasks, then a summary
 	$(VENV)/bin/rally demo
 
 test: install ## run the whole test suite (real RabbitMQ, SQLite and PostgreSQL)

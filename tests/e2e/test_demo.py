@@ -8,12 +8,14 @@ from the event history alone (workers/history_check.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from workers.demo.run import DemoOptions, run_demo
@@ -94,3 +96,50 @@ def processes_with_env(marker: str) -> list[int]:
         if marker.encode() in environ.split(b"\0"):
             found.append(int(proc.name))
     return found
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql_leaves_its_history_and_dead_letters_to_explore(
+    amqp_url: str, tmp_path: Path
+) -> None:
+    """`RALLY_STORE_URL=postgresql://... rally demo` runs there (a schema of its own), and the
+    commands its summary prints find the dead letters and the poison task after it ended."""
+    pg = os.environ.get("RALLY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    env = {**os.environ, "RALLY_AMQP_URL": amqp_url, "RALLY_STORE_URL": pg}
+    demo = [sys.executable, "-m", "workers.cli.main", "demo", "--json"]
+    small = ["--tasks", "100", "--agents", "4", "--replicas", "1"]
+    proc = subprocess.run(
+        demo + small, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["store_url"].startswith(pg.split("?")[0])
+    assert "schema=demo_" in summary["store_url"]
+    explore = summary["explore"]
+
+    def rally(command: str) -> str:
+        # the summary's command, as a user would paste it into a shell
+        done = subprocess.run(
+            ["bash", "-c", command.replace("rally ", f"{sys.executable} -m workers.cli.main ", 1)],
+            cwd=tmp_path,
+            env={**os.environ, "RALLY_AMQP_URL": amqp_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    listed = rally(explore["dead_letters"])
+    for reason in ("malformed", "invalid", "unknown_type"):
+        assert reason in listed
+    assert "TaskDead" in rally(explore["poison_timeline"])
+    asyncio.run(_drop_schema(pg, summary["store_url"].rsplit("schema=", 1)[1]))
+
+
+async def _drop_schema(url: str, schema: str) -> None:
+    conn = await asyncpg.connect(url.split("?")[0])
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()

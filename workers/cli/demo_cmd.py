@@ -130,5 +130,7 @@ def _print_summary(console: Console, result: DemoResult) -> None:
             console.print(f"[red]✗ {line}[/]")
         if s["dead_letters"] < 3:
             console.print(f"[red]✗ expected at least 3 dead letters, found {s['dead_letters']}[/]")
-    console.print(f"history: RALLY_STORE_URL={s['store_url']} rally events dump", highlight=False)
+    console.print("what it left to explore (its history and dead letters stay):")
+    for what, command in s["explore"].items():
+        console.print(f"  {what.replace('_', ' ')}: {command}", highlight=False, soft_wrap=True)
     sys.stdout.flush()

@@ -17,17 +17,35 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
-from broker.inspect import queue_stats
 from broker.publisher import Outgoing, Publisher
 from broker.settings import BrokerSettings
-from contracts import Backoff, TaskOutcome
+from contracts import (
+    AgentJoined,
+    AgentLeft,
+    AgentLost,
+    Backoff,
+    TaskAssigned,
+    TaskCancelled,
+    TaskDead,
+    TaskFailed,
+    TaskOutcome,
+    TaskRequeued,
+    TaskSucceeded,
+)
 from sdk import Client, TaskHandle
 from workers.demo.fleet import Fleet
 from workers.demo.scenario import GPU, GPU_CAPACITY, Scenario, build
+from workers.demo.where import Explore, run_store_url
+from workers.dlq.archive import open_archive
+from workers.dlq.directory import DlqDirectory, store_agent_ids
+from workers.dlq.model import STATUSES, Query
+from workers.dlq.mover import DeadLetterMover
 from workers.history_check import HistoryReport, check_history
+from workers.runtime.messages import load_event
 from workers.store import open_store
 from workers.store.base import EventStore, RecordedEvent
 
@@ -87,7 +105,7 @@ async def run_demo(options: DemoOptions, on_progress: Callable[[Progress], None]
     namespace = f"demo-{uuid.uuid4().hex[:8]}"
     run_dir = Path("var") / "demo" / namespace
     run_dir.mkdir(parents=True, exist_ok=True)
-    store_url = f"sqlite:///{run_dir / 'rally.db'}"
+    store_url = run_store_url(os.environ, run_dir, namespace)
     env = {
         **os.environ,
         "RALLY_NAMESPACE": namespace,
@@ -131,12 +149,13 @@ async def run_demo(options: DemoOptions, on_progress: Callable[[Progress], None]
                 )
             )
         handles = await _submit(client, scenario)
+        poison = str(handles["poison"].task_id) if "poison" in handles else None
         outcomes = await _await_outcomes(handles, scenario, progress, fleet, options.timeout_s)
         progress.phase = "checking the history"
         watcher.cancel()
         history = await _read_history(store)
         report = check_history(history)
-        dead_letters = await _dead_letters(conn, scenario)
+        dead_letters = await _archive_dead_letters(conn, store, store_url, scenario)
         mismatches = [
             f"{key}: expected {scenario_task.expected}, got {outcomes.get(key, 'nothing')}"
             for key, scenario_task in ((t.key, t) for t in scenario.tasks)
@@ -161,6 +180,7 @@ async def run_demo(options: DemoOptions, on_progress: Callable[[Progress], None]
             "history_violations": report.violations[:20],
             "elapsed_s": round(elapsed, 2),
             "tasks_per_s": round(len(scenario.tasks) / elapsed, 1) if elapsed else 0.0,
+            "explore": Explore(store_url, namespace, poison).commands(),
         }
         ok = not mismatches and report.ok and dead_letters >= len(BAD_MESSAGES)
         return DemoResult(summary, report, mismatches, ok)
@@ -247,31 +267,28 @@ async def _watch(
 ) -> None:
     position = 0
     alive: set[str] = set()
-    holder: dict[str, str] = {}
+    holder: dict[UUID, str] = {}
     while True:
-        for event in await store.read_all(position, 5000):
-            position = event.position
-            data, agent = event.data, str(event.data.get("agent_id", ""))
-            if event.type == "AgentJoined":
-                alive.add(agent)
-                progress.agent_load.setdefault(agent, 0)
-            elif event.type in ("AgentLost", "AgentLeft"):
-                alive.discard(agent)
-                if event.type == "AgentLost":
-                    progress.lost.append(agent)
-            elif event.type == "TaskAssigned":
-                holder[str(data["task_id"])] = agent
-                progress.agent_load[agent] = progress.agent_load.get(agent, 0) + 1
-            elif event.type in (
-                "TaskSucceeded",
-                "TaskFailed",
-                "TaskCancelled",
-                "TaskDead",
-                "TaskRequeued",
-            ):
-                held = holder.pop(str(data.get("task_id")), None)
-                if held:
-                    progress.agent_load[held] -= 1
+        for record in await store.read_all(position, 5000):
+            position = record.position
+            event = load_event(record)
+            match event:
+                case AgentJoined():
+                    alive.add(event.agent_id)
+                    progress.agent_load.setdefault(event.agent_id, 0)
+                case AgentLost() | AgentLeft():
+                    alive.discard(event.agent_id)
+                    if isinstance(event, AgentLost):
+                        progress.lost.append(event.agent_id)
+                case TaskAssigned():
+                    holder[event.task_id] = event.agent_id
+                    progress.agent_load[event.agent_id] = (
+                        progress.agent_load.get(event.agent_id, 0) + 1
+                    )
+                case TaskSucceeded() | TaskFailed() | TaskCancelled() | TaskDead() | TaskRequeued():
+                    held = holder.pop(event.task_id, None)
+                    if held:
+                        progress.agent_load[held] -= 1
         progress.agents_alive = len(alive)
         on_progress(progress)
         await asyncio.sleep(0.2)
@@ -286,16 +303,27 @@ async def _read_history(store: EventStore) -> list[RecordedEvent]:
     return history
 
 
-def _dlqs(conn: BrokerConnection, scenario: Scenario) -> list[str]:
-    topology = conn.topology
-    queues = [topology.worker_queue(w) for w in ("registry", "tasks", "allocator")]
-    queues += [topology.inbox_queue(a.agent_id).name for a in scenario.agents]
-    return [f"{q}.dlq" for q in queues]
+async def _archive_dead_letters(
+    conn: BrokerConnection, store: EventStore, store_url: str, scenario: Scenario
+) -> int:
+    """Move the run's dead letters into the archive beside its history, before its queues go.
 
-
-async def _dead_letters(conn: BrokerConnection, scenario: Scenario) -> int:
+    `rally dlq list` then finds them after the demo has removed its namespace.
+    """
     await asyncio.sleep(0.5)  # the dead-letter publishes are confirmed, give the stats a beat
-    return sum(s.messages for s in await queue_stats(conn, _dlqs(conn, scenario)))
+    archive = open_archive(store_url)
+    await archive.start()
+    try:
+        directory = DlqDirectory(
+            conn.topology,
+            extra=[conn.topology.inbox_queue(a.agent_id).name for a in scenario.agents],
+            agents=store_agent_ids(store),
+            archive=archive,
+        )
+        await DeadLetterMover(conn, archive, directory=directory).drain()
+        return len(await archive.find(Query(statuses=STATUSES)))
+    finally:
+        await archive.close()
 
 
 async def _remove_namespace(conn: BrokerConnection, scenario: Scenario) -> None:
