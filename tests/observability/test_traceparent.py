@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker import tracing
+from broker import trace_hops, tracing
 from broker.logs import current_message_fields
 from broker.router import Incoming
 from contracts import Envelope, Heartbeat, RegisterAgent
@@ -181,4 +181,4 @@ async def test_heartbeats_are_not_remembered() -> None:
     outside = tracing.parse_traceparent(tracing.recorded_traceparent(beat.correlation_id))
     assert outside is not None
     assert outside.trace_id == beat.correlation_id.hex
-    assert beat.correlation_id.hex not in tracing._recent
+    assert beat.correlation_id.hex not in trace_hops.recent
