@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from broker.metrics import ConsumerMetrics, ScrapeGauges
 from contracts import TaskAssigned
 from tests.observability.conftest import local_scrape
 from workers.cli.worker_cmd import commands
+from workers.runtime import metrics as runtime_metrics
 from workers.runtime.metrics import PlacementMetrics, TimedStore
 from workers.store import NewEvent, RecordedEvent, open_store
 from workers.store.errors import ConcurrencyError
@@ -158,3 +160,12 @@ def test_a_closed_consumer_leaves_no_series_behind() -> None:
     assert any(labels.get("replica") == replica for _, labels, _ in local_scrape().samples)
     consumer.close()
     assert not any(labels.get("replica") == replica for _, labels, _ in local_scrape().samples)
+
+
+def test_worker_metrics_import_no_worker() -> None:
+    """The allocator imports PlacementMetrics from here: importing it back (anywhere in the
+    module, lazily or not) would be a cycle."""
+    tree = ast.parse(Path(runtime_metrics.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("workers.allocator")}

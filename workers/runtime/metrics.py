@@ -21,13 +21,25 @@ import dataclasses
 import functools
 import time
 from collections import Counter as Tally
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Histogram
 
-from broker.metrics import LABELS, REGISTRY, Exposure, Sample, ScrapeGauges, expose
+from broker.metrics import LABELS, REGISTRY, Exposure, Sample, ScrapeGauges, Source, expose
+from contracts import (
+    TaskAssigned,
+    TaskCancelled,
+    TaskDead,
+    TaskReady,
+    TaskRequeued,
+    TaskSubmitted,
+    TaskSucceeded,
+    lookup,
+)
+from workers.registry.state import STATUSES as AGENT_STATES
+from workers.registry.state import Agent
 from workers.runtime.context import ServiceContext
 from workers.store.base import (
     NO_METADATA,
@@ -42,14 +54,14 @@ from workers.store.common import StoreFront
 from workers.store.errors import ConcurrencyError
 
 if TYPE_CHECKING:
-    from workers.allocator.handlers import Allocator
-    from workers.registry.handlers import Registry
     from workers.runtime.services import Running
 
 TASK_STATES = ("pending", "assigned", "running", "failed", "succeeded", "cancelled", "dead")
-AGENT_STATES = ("live", "draining", "lost", "left")
-ENDED = {"TaskSucceeded": "succeeded", "TaskCancelled": "cancelled", "TaskDead": "dead"}
-PLACEABLE_AGAIN = frozenset({"TaskReady", "TaskRequeued"})
+# the state each ending leaves a task in (as workers/tasks/state.py folds it)
+ENDED = {TaskSucceeded: "succeeded", TaskCancelled: "cancelled", TaskDead: "dead"}
+# from these a task may be placed: a submit (a task waiting on dependencies is placeable
+# again at its TaskReady, which comes later and restarts the clock), readiness, a requeue
+PLACEABLE = (TaskSubmitted, TaskReady, TaskRequeued)
 
 STORE_APPEND_SECONDS = Histogram(
     "rally_store_append_seconds",
@@ -106,9 +118,19 @@ class TimedStore(StoreFront):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult:
         started = time.perf_counter()
         try:
+            if cancel_timers_of:
+                return await self.store.append_many(
+                    appends,
+                    metadata=metadata,
+                    idempotency_key=idempotency_key,
+                    outbox=outbox,
+                    cancel_timers_of=cancel_timers_of,
+                )
+            # a store from before timer cancellation takes no such argument
             return await self.store.append_many(
                 appends, metadata=metadata, idempotency_key=idempotency_key, outbox=outbox
             )
@@ -137,53 +159,99 @@ def timed(ctx: ServiceContext, worker: str) -> ServiceContext:
 class PlacementMetrics:
     """Fed every record the allocator reads; times the placements this allocator made.
 
-    Keeps, per open task, when it last became placeable (the record's time);
-    on a ``TaskAssigned`` this allocator appended (``placed``), observes the
-    gap. Ended tasks are counted by state, for ``rally_tasks``.
+    Keeps, per open task stream, when it last became placeable (the record's
+    time); on a ``TaskAssigned`` this allocator appended (``placed``), observes
+    the gap. Ended tasks are counted by state, for ``rally_tasks``. Only the
+    record's contract class (from the codec's registry) and stream are read:
+    the allocator's hot path validates no payload twice for a metric.
     """
 
     def __init__(self, replica: str, *, worker: str = "allocator") -> None:
         self._seconds = PLACEMENT_SECONDS.labels(worker, replica)
-        self.placeable_since: dict[str, datetime] = {}  # task id → time
+        self.placeable_since: dict[str, datetime] = {}  # task stream → time
         self.ended: Tally[str] = Tally()
         self._mine: set[str] = set()
 
     def saw(self, record: RecordedEvent) -> None:
-        kind = record.type
-        if not kind.startswith("Task"):
+        kind = lookup(record.type)
+        if kind is None:
             return
-        task_id = str(record.data.get("task_id"))
-        if kind == "TaskSubmitted":
-            if record.data.get("ready"):
-                self.placeable_since[task_id] = record.recorded_at
-        elif kind in PLACEABLE_AGAIN:
-            self.placeable_since[task_id] = record.recorded_at
-        elif kind == "TaskAssigned":
-            since = self.placeable_since.pop(task_id, None)
-            if task_id in self._mine:
-                self._mine.discard(task_id)
+        stream = record.stream
+        if issubclass(kind, PLACEABLE):
+            self.placeable_since[stream] = record.recorded_at
+        elif issubclass(kind, TaskAssigned):
+            since = self.placeable_since.pop(stream, None)
+            if stream in self._mine:
+                self._mine.discard(stream)
                 if since is not None:
                     self._seconds.observe(max(0.0, (record.recorded_at - since).total_seconds()))
         elif kind in ENDED:
-            self.placeable_since.pop(task_id, None)
+            self.placeable_since.pop(stream, None)
             self.ended[ENDED[kind]] += 1
 
     def placed(self, appends: Mapping[str, tuple[int, Sequence[Any]]]) -> None:
-        """These appends (a committed plan) came from this allocator: time their assignments."""
-        for _, events in appends.values():
-            for event in events:
-                if type(event).__name__ == "TaskAssigned":
-                    self._mine.add(str(event.task_id))
+        """These appends (a committed plan, by stream) came from this allocator: time their
+        assignments."""
+        for stream, (_, events) in appends.items():
+            if any(isinstance(event, TaskAssigned) for event in events):
+                self._mine.add(stream)
 
 
 # ---- gauges from the views ----
+# The views are described by what the gauges read, so this module imports no worker
+# (the allocator imports PlacementMetrics from here).
 
 
-def allocator_samples(allocator: Allocator) -> Iterator[Sample]:
+class _Stated(Protocol):
+    @property
+    def state(self) -> str | None: ...
+
+
+class _Resource(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def holders(self) -> Mapping[Any, Any]: ...
+
+
+class _AllocatorView(Protocol):
+    @property
+    def tasks(self) -> Mapping[Any, _Stated]: ...
+    @property
+    def resources(self) -> Mapping[str, _Resource]: ...
+
+
+class AllocatorLike(Protocol):
+    """What ``rally_tasks`` and ``rally_resource_*`` read of an allocator replica."""
+
+    @property
+    def active(self) -> bool: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def view(self) -> _AllocatorView: ...
+    @property
+    def placement_metrics(self) -> PlacementMetrics: ...
+
+
+class RegistryLike(Protocol):
+    """What ``rally_agents`` reads of a registry replica: its agents, by the one agent fold."""
+
+    @property
+    def active(self) -> bool: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def agents(self) -> Mapping[str, Agent]: ...
+
+
+def allocator_samples(allocator: AllocatorLike) -> Iterator[Sample]:
     if not allocator.active:
         return
     labels = ("allocator", allocator.replica)
-    counts: Tally[str] = Tally(task.state for task in allocator.view.tasks.values())
+    counts: Tally[str] = Tally(task.state for task in allocator.view.tasks.values() if task.state)
     counts.update(allocator.placement_metrics.ended)
     for state in TASK_STATES:
         yield "rally_tasks", (*labels, state), float(counts[state])
@@ -195,7 +263,7 @@ def allocator_samples(allocator: Allocator) -> Iterator[Sample]:
         yield "rally_resource_utilisation_ratio", (*labels, view.name), ratio
 
 
-def registry_samples(registry: Registry) -> Iterator[Sample]:
+def registry_samples(registry: RegistryLike) -> Iterator[Sample]:
     if not registry.active:
         return
     counts: Tally[str] = Tally(agent.status for agent in registry.agents.values())
@@ -203,14 +271,22 @@ def registry_samples(registry: Registry) -> Iterator[Sample]:
         yield "rally_agents", ("registry", registry.replica, state), float(counts[state])
 
 
+def _sources(services: Iterable[object]) -> Iterator[Source]:
+    """The gauge sources among the running services: each allocator's and registry's view."""
+    for service in services:
+        allocator: AllocatorLike | None = getattr(service, "allocator", None)
+        if allocator is not None:
+            yield functools.partial(allocator_samples, allocator)
+        registry: RegistryLike | None = getattr(service, "registry", None)
+        if registry is not None:
+            yield functools.partial(registry_samples, registry)
+
+
 @contextlib.asynccontextmanager
 async def expose_worker(
     running: Running, port: int | None, *, host: str | None = None
 ) -> AsyncIterator[Exposure]:
     """Serve this replica's metrics on ``port`` (None: not at all) while the block runs."""
-    from workers.allocator.service import AllocatorService
-    from workers.registry.service import RegistryService
-
     exposure = Exposure()
     try:
         if port is not None:
@@ -219,12 +295,8 @@ async def expose_worker(
                 consumer = getattr(service, "consumer", None)
                 if consumer is not None:
                     consumers.append(consumer)
-                if isinstance(service, AllocatorService):
-                    source = functools.partial(allocator_samples, service.allocator)
-                    exposure.on_close(WORKER_GAUGES.attach(source))
-                if isinstance(service, RegistryService):
-                    source = functools.partial(registry_samples, service.registry)
-                    exposure.on_close(WORKER_GAUGES.attach(source))
+            for source in _sources(running.services.values()):
+                exposure.on_close(WORKER_GAUGES.attach(source))
             await expose(exposure, port, running.conn, consumers, host=host)
         yield exposure
     finally:
