@@ -41,6 +41,7 @@ from contracts import (
     DeregisterAgent,
     Heartbeat,
     Message,
+    QueryTask,
     RegisterAgent,
     RejectAssignment,
     ReleaseLease,
@@ -81,7 +82,7 @@ AGENT_MESSAGES: frozenset[type[Message]] = frozenset(
         ReleaseLease,
     }
 )
-OPEN_MESSAGES: frozenset[type[Message]] = frozenset({SubmitTask, CancelTask})
+OPEN_MESSAGES: frozenset[type[Message]] = frozenset({SubmitTask, CancelTask, QueryTask})
 
 
 def access_of(message_type: type[Message]) -> Access:
@@ -103,10 +104,18 @@ def service_users_from_env(env: Mapping[str, str] | None = None) -> frozenset[st
 class AccessPolicy:
     service_users: frozenset[str]
     own_user: str | None  # the workers' broker user; None when RALLY_AMQP_URL names none
+    # whether a message without user_id counts as a service user's; None: only when the
+    # workers do not know their own user (see is_service)
+    anonymous_service: bool | None = None
 
     @classmethod
     def from_env(cls, own_user: str | None, env: Mapping[str, str] | None = None) -> AccessPolicy:
         return cls(service_users_from_env(env), own_user or None)
+
+    @classmethod
+    def for_clients(cls, env: Mapping[str, str] | None = None) -> AccessPolicy:
+        """What an agent or client trusts: ``RALLY_SERVICE_USERS`` only, never anonymous."""
+        return cls(service_users_from_env(env), None, anonymous_service=False)
 
     @property
     def trusted(self) -> frozenset[str]:
@@ -114,6 +123,8 @@ class AccessPolicy:
 
     def is_service(self, user: str | None) -> bool:
         if not user:
+            if self.anonymous_service is not None:
+                return self.anonymous_service
             # workers that do not know their own user name publish without user_id
             # themselves: anonymous cannot be told from them, so it cannot be refused
             return self.own_user is None

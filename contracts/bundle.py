@@ -110,7 +110,7 @@ def decode_bundle(
 
 def _meta(line: bytes, index: int) -> dict[str, Any]:
     try:
-        meta = json.loads(line)
+        meta = json.loads(line, parse_constant=_no_constant)
     except ValueError as exc:
         raise MalformedMessage(f"bundle member {index}: properties are not JSON: {exc}") from None
     if not isinstance(meta, dict):
@@ -121,6 +121,10 @@ def _meta(line: bytes, index: int) -> dict[str, Any]:
     if not isinstance(meta.get("h", {}), dict):
         raise MalformedMessage(f"bundle member {index}: headers 'h' are not an object")
     return meta
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _opt_str(value: object) -> str | None:

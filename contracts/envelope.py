@@ -100,7 +100,8 @@ def decode(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope[Messag
     if len(raw) > max_bytes:
         raise MessageTooLarge(f"message is {len(raw)} bytes, over the limit of {max_bytes}")
     try:
-        obj = pydantic_core.from_json(raw)
+        # NaN and Infinity are not JSON (RFC 8259): nothing downstream could store or send them
+        obj = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise MalformedMessage(f"body is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):

@@ -23,6 +23,13 @@ TASK_EVENTS = (
     "TaskDead",
 )
 EVENT_KEYS = (*(f"task.{t}" for t in TASK_EVENTS), "agent.#", "resource.#")
+# what on_batch takes; any other type in the queue is dead-lettered unknown_type
+HANDLED = (
+    *TASK_EVENTS,
+    *("Heartbeat", "DeclareResource", "AcquireLease", "RenewLease", "ReleaseLease"),
+    *("AgentJoined", "AgentUpdated", "AgentDraining", "AgentLeft", "AgentLost"),
+    *("ResourceDeclared", "LeaseRequested", "LeaseGranted", "LeaseReleased", "LeaseExpired"),
+)
 
 
 class AllocatorService:
@@ -46,6 +53,7 @@ class AllocatorService:
             worker=WORKER,
             replica=ctx.replica,
             batch_handler=self.allocator.on_batch,
+            batch_types=HANDLED,
             authorize=worker_authorizer(ctx.publisher.user_id),
         )
 
