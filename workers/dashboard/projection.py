@@ -15,24 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from contracts import (
-    ContractError,
-    Event,
-    TaskAssigned,
-    TaskCancelled,
-    TaskDead,
-    TaskFailed,
-    TaskProgressed,
-    TaskRequeued,
-    TaskStarted,
-    TaskSubmitted,
-    TaskSucceeded,
-)
+from contracts import ContractError, Event, TaskAssigned, TaskProgressed, TaskSubmitted
 from workers.dashboard.throughput import Throughput
-from workers.registry.state import Agent, evolve
+from workers.registry import state as agents
+from workers.registry.state import Agent
 from workers.runtime.messages import load_event
 from workers.store.base import RecordedEvent
-from workers.tasks.state import TERMINAL
+from workers.tasks import state as tasks
+from workers.tasks.state import ACTIVE, Task
 
 RECENT_TASKS = 200
 
@@ -49,18 +39,51 @@ class AgentLine:
 
 @dataclass(slots=True)
 class TaskLine:
-    """What the task list shows of one task; the timeline is read from its stream on demand."""
+    """What the task list shows of one task: its state by the one task fold
+    (workers/tasks/state.py), with the times and progress the history records beside it.
+    The timeline is read from its stream on demand."""
 
-    task_id: UUID
-    state: str
-    capability: str
-    priority: int
+    task: Task
     submitted_at: datetime
     changed_at: datetime
-    attempt: int = 0
-    agent_id: str | None = None
-    progress: float | None = None
-    error: str | None = None
+    progress: float | None = None  # of the current attempt; not part of the task's state
+
+    @property
+    def task_id(self) -> UUID:
+        return self.task.task_id
+
+    @property
+    def state(self) -> str:
+        return self.task.state or "pending"
+
+    @property
+    def capability(self) -> str:
+        return self.task.spec.capability if self.task.spec else ""
+
+    @property
+    def priority(self) -> int:
+        return self.task.spec.priority if self.task.spec else 0
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempt
+
+    @property
+    def agent_id(self) -> str | None:
+        return self.task.agent_id
+
+    @property
+    def holder(self) -> str | None:
+        """The agent running its current attempt, if one is."""
+        return self.task.agent_id if self.task.state in ACTIVE else None
+
+    @property
+    def error(self) -> str | None:
+        task = self.task
+        return task.reason if task.state in ("cancelled", "dead") else task.last_error
+
+    def shown(self) -> tuple[object, ...]:
+        return (self.state, self.attempt, self.agent_id, self.error)
 
 
 @dataclass
@@ -99,95 +122,61 @@ class FleetProjection:
 
     # ---- agents ----
     def _agent(self, record: RecordedEvent, event: Event) -> None:
-        agent_id = record.stream.removeprefix("agent-")
+        agent_id = agents.agent_of(record.stream) or record.stream
         line = self.agents.get(agent_id)
         if line is None:
             line = self.agents[agent_id] = AgentLine(
                 Agent(agent_id), record.recorded_at, record.recorded_at
             )
         # the registry's own fold, so the status here is the one `rally agents` shows
-        line.agent = evolve(line.agent, event)
+        line.agent = agents.evolve(line.agent, event)
         line.changed_at = record.recorded_at
 
-    def _hold(self, agent_id: str, task_id: UUID) -> None:
-        line = self.agents.get(agent_id)
+    def _hold(self, agent_id: str | None, task_id: UUID, held: bool) -> None:
+        line = self.agents.get(agent_id) if agent_id is not None else None
         if line is None:  # assigned before its join was seen: cannot happen in order, but cheap
             return
-        line.inflight.add(task_id)
-
-    def _release(self, task: TaskLine) -> None:
-        if task.agent_id is not None and task.agent_id in self.agents:
-            self.agents[task.agent_id].inflight.discard(task.task_id)
+        if held:
+            line.inflight.add(task_id)
+        else:
+            line.inflight.discard(task_id)
 
     # ---- tasks ----
     def _task(self, record: RecordedEvent, event: Event) -> None:
         if isinstance(event, TaskSubmitted):
             if event.task_id in self.open_tasks:
                 return
-            new = TaskLine(
-                task_id=event.task_id,
-                state="pending",
-                capability=event.capability,
-                priority=event.priority,
-                submitted_at=record.recorded_at,
-                changed_at=record.recorded_at,
-            )
+            task = tasks.evolve(Task(event.task_id), event)
+            new = TaskLine(task, record.recorded_at, record.recorded_at)
             self.open_tasks[event.task_id] = new
-            self.by_state["pending"] += 1
+            self.by_state[new.state] += 1
             self._touch(new)
             return
         task_id = getattr(event, "task_id", None)
         line = self.open_tasks.get(task_id) if isinstance(task_id, UUID) else None
         if line is None:
             return  # ended already, or a forward reference before its submit
-        new_state = self._transition(line, event)
-        if new_state is None:
-            return
+        before, state, holder = line.shown(), line.state, line.holder
+        line.task = tasks.evolve(line.task, event)
+        if isinstance(event, TaskAssigned):
+            line.progress = None  # a new attempt starts from nothing
+        elif isinstance(event, TaskProgressed):
+            line.progress = event.progress
+        elif line.shown() == before:
+            return  # nothing the list shows changed (readiness, a retry's schedule)
+        if line.holder != holder:
+            self._hold(holder, line.task_id, held=False)
+            self._hold(line.holder, line.task_id, held=True)
         line.changed_at = record.recorded_at
-        if new_state != line.state:
-            self.by_state[line.state] -= 1
-            if not self.by_state[line.state]:
-                del self.by_state[line.state]
-            self.by_state[new_state] += 1
-            line.state = new_state
-        if new_state in TERMINAL:
+        if line.state != state:
+            self.by_state[state] -= 1
+            if not self.by_state[state]:
+                del self.by_state[state]
+            self.by_state[line.state] += 1
+        if line.task.terminal:
             del self.open_tasks[line.task_id]
             self.throughput.add(record.recorded_at)
         self._touch(line)
-
-    def _transition(self, line: TaskLine, event: Event) -> str | None:
-        """The state after ``event`` (as workers/tasks/state.py folds it), None if unchanged."""
-        match event:
-            case TaskAssigned():
-                self._release(line)
-                line.agent_id, line.attempt, line.progress = event.agent_id, event.attempt, None
-                self._hold(event.agent_id, line.task_id)
-                return "assigned"
-            case TaskStarted():
-                return "running"
-            case TaskProgressed():
-                line.progress = event.progress
-                return line.state
-            case TaskSucceeded():
-                self._release(line)
-                return "succeeded"
-            case TaskFailed():
-                self._release(line)
-                line.error = event.error
-                return "failed"
-            case TaskRequeued():
-                self._release(line)
-                line.agent_id = None
-                return "pending"
-            case TaskCancelled():
-                self._release(line)
-                line.error = event.reason
-                return "cancelled"
-            case TaskDead():
-                self._release(line)
-                line.error = event.error
-                return "dead"
-        return None
 
     def _touch(self, line: TaskLine) -> None:
         self.recent[line.task_id] = line
