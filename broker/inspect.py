@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -73,6 +73,12 @@ async def queue_stats(conn: BrokerConnection, names: Sequence[str]) -> list[Queu
         if not channel.is_closed:
             await channel.close()
     return out
+
+
+async def queue_depths(conn: BrokerConnection, names: Iterable[str]) -> dict[str, int]:
+    """Messages ready in each of the named queues that exist; missing ones are left out."""
+    stats = await queue_stats(conn, list(dict.fromkeys(names)))
+    return {s.name: s.messages for s in stats if s.exists}
 
 
 def vhost_of(amqp_url: str) -> str:

@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 
 from broker.connection import BrokerConnection
+from broker.queue_reader import QueueReader, Receiver, taking
 from workers.dlq.archive import ArchiveError, DeadLetterArchive
 from workers.dlq.directory import DlqDirectory
 from workers.dlq.parse import parse
@@ -56,55 +56,49 @@ class DeadLetterMover:
         self.rediscover_s = rediscover_s
         self.retry_s = retry_s
         self.moved = 0  # letters newly archived by this mover
-        # aio-pika's channel and queues (typed Any: only broker/ imports aio_pika)
-        self._channel: Any = None
-        self._consuming: dict[str, tuple[Any, str]] = {}  # dlq -> (queue, consumer tag)
+        self._reader = QueueReader(conn, prefetch=batch_size * 2)
         self._pending: asyncio.Queue[Item] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- running in a worker ----
     async def start(self) -> DeadLetterMover:
         """Consume every DLQ there is now; look for new ones every ``rediscover_s``."""
-        self._channel = await self.conn.channel(confirms=False, prefetch=self.batch_size * 2)
+        await self._reader.open()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="dlq-mover:flush"),
         ]
         await self.discover()
         self._tasks.append(asyncio.create_task(self._discover_loop(), name="dlq-mover:discover"))
-        log.info("dlq.mover.started", queues=sorted(self._consuming))
+        log.info("dlq.mover.started", queues=self._reader.following)
         return self
 
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop taking letters, store those in hand, then close (unacked ones are requeued)."""
-        for dlq, (queue, tag) in list(self._consuming.items()):
-            with contextlib.suppress(Exception):  # the channel may already be gone
-                await queue.cancel(tag)
-            del self._consuming[dlq]
+        for dlq in self._reader.following:
+            await self._reader.unfollow(dlq)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wait_flushed(), timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()
+        await self._reader.close()
         log.info("dlq.mover.stopped", moved=self.moved)
 
     async def discover(self) -> list[str]:
         """Start consuming DLQs that exist and are not consumed yet; return the new ones."""
         names = await self.directory.candidates()
-        existing = await queue_depths(self.conn, [n for n in names if n not in self._consuming])
+        following = set(self._reader.following)
+        existing = await queue_depths(self.conn, [n for n in names if n not in following])
         for dlq in existing:
-            queue = self.conn.keep(await self._channel.declare_queue(dlq, passive=True))
-            tag = await queue.consume(self._receiver(dlq))
-            self._consuming[dlq] = (queue, tag)
+            await self._reader.follow(dlq, self._receiver(dlq))
         return list(existing)
 
     @property
     def queues(self) -> list[str]:
-        return sorted(self._consuming)
+        return self._reader.following
 
-    def _receiver(self, dlq: str) -> Any:
+    def _receiver(self, dlq: str) -> Receiver:
         async def receive(delivery: Delivery) -> None:
             await self._pending.put((dlq, delivery))
 
@@ -162,14 +156,12 @@ class DeadLetterMover:
         return self.moved - before
 
     async def _drain_queue(self, dlq: str, depth: int) -> None:
-        channel = await self.conn.connection.channel(publisher_confirms=False)
-        try:
-            queue = await channel.declare_queue(dlq, passive=True)
+        async with taking(self.conn, dlq) as taker:
             taken = 0
             while taken < depth:
                 batch: list[Item] = []
                 while len(batch) < self.batch_size and taken < depth:
-                    delivery = await queue.get(no_ack=False, fail=False)
+                    delivery = await taker.take()
                     if delivery is None:
                         depth = taken  # emptied by someone else (a running mover)
                         break
@@ -177,9 +169,6 @@ class DeadLetterMover:
                     taken += 1
                 if batch:
                     await self._store(batch, reraise=True)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
 
     # ---- both ----
     async def _store(self, batch: Sequence[Item], *, reraise: bool = False) -> bool:

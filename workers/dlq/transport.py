@@ -1,19 +1,18 @@
 """The little AMQP the dead-letter tools need, through broker/'s connection.
 
-Only broker/ imports aio_pika, so this module never does: deliveries are typed
-by the :class:`Delivery` Protocol, which aio-pika's incoming messages satisfy.
-(It belongs in broker/ — a raw, undecoded consume that the consumer runtime
-does not offer — and moves there when broker/ grows one.)
+Taking and settling raw deliveries is broker/'s (``broker.queue_reader``); this
+module turns what was taken into dead letters and settles it after the archive.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterable
 
 import structlog
 
-from broker.connection import BrokerConnection
+from broker.inspect import queue_depths as queue_depths
+from broker.queue_reader import Delivery as Delivery
+from broker.queue_reader import QueuedMessage as QueuedMessage
 from contracts import BUNDLE_CONTENT_TYPE, ContractError, decode_bundle
 from contracts.bundle import BUNDLE_COUNT
 from workers.dlq.parse import RawDeadLetter
@@ -35,34 +34,6 @@ _PROPERTIES = (
     "expiration",
     "reply_to",
 )
-
-
-class QueuedMessage(Protocol):
-    """A message as read from a queue (aio-pika's IncomingMessage, or a test's copy).
-
-    Its properties are read as attributes: aio-pika's ``info()`` turns a missing
-    ``type`` into the string "None".
-    """
-
-    @property
-    def body(self) -> bytes: ...
-
-    @property
-    def headers(self) -> Mapping[str, Any]: ...
-
-    @property
-    def exchange(self) -> str | None: ...
-
-    @property
-    def routing_key(self) -> str | None: ...
-
-
-class Delivery(QueuedMessage, Protocol):
-    """A message taken from a queue, not yet acked: the mover settles it."""
-
-    async def ack(self, multiple: bool = False) -> None: ...
-
-    async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
 
 
 def to_raws(dlq: str, delivery: QueuedMessage) -> list[RawDeadLetter]:
@@ -113,29 +84,6 @@ def to_raw(dlq: str, delivery: QueuedMessage) -> RawDeadLetter:
         exchange=delivery.exchange,
         routing_key=delivery.routing_key,
     )
-
-
-async def queue_depths(conn: BrokerConnection, names: Iterable[str]) -> dict[str, int]:
-    """Messages ready in each queue that exists (passive declare; no management API here).
-
-    A passive declare of a missing queue closes its channel, so each probe
-    runs on a channel of its own and a closed channel means "no such queue".
-    """
-    depths: dict[str, int] = {}
-    for name in dict.fromkeys(names):
-        channel = await conn.connection.channel(publisher_confirms=False)
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except Exception:
-            if channel.is_closed:
-                continue  # the broker closed it: the queue does not exist
-            raise
-        else:
-            depths[name] = int(queue.declaration_result.message_count or 0)
-        finally:
-            if not channel.is_closed:
-                await channel.close()
-    return depths
 
 
 async def settle(deliveries: Iterable[Delivery], *, stored: bool) -> None:
