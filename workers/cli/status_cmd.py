@@ -98,8 +98,9 @@ async def collect(
     store = open_store(store_url)
     await store.start()
     try:
-        agents = await agent_rows(store)
-        tasks = Counter(task.state or "unknown" for task in await all_tasks(store))
+        folded = await all_tasks(store)
+        agents = await agent_rows(store, folded)
+        tasks = Counter(task.state or "unknown" for task in folded)
         archive = open_archive(store_url)
         await archive.start()
         try:
