@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from workers.store import PostgresEventStore, SqliteEventStore, open_store
+from workers.store import PostgresEventStore, Publishes, SqliteEventStore, open_store
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -87,8 +87,8 @@ class StoreFactory:
     def __init__(self) -> None:
         self.stores: list[Store] = []
 
-    async def __call__(self, url: str) -> Store:
-        store = open_store(url)
+    async def __call__(self, url: str, *, publishes: Publishes | None = None) -> Store:
+        store = open_store(url, publishes=publishes)
         await store.start()
         self.stores.append(store)
         return store

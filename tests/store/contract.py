@@ -14,6 +14,7 @@ from datetime import UTC, timedelta
 import pytest
 
 from tests.store.conftest import StoreFactory
+from tests.store.contract_outbox import OutboxContract
 from tests.store.race_worker import race
 from workers.store import (
     ConcurrencyError,
@@ -31,7 +32,7 @@ def ev(type_: str = "Happened", **data: object) -> NewEvent:
     return NewEvent(type_, data)
 
 
-class EventStoreContract:
+class EventStoreContract(OutboxContract):
     @pytest.fixture
     def store_url(self) -> str:
         raise NotImplementedError

@@ -56,13 +56,16 @@ class Effect:
     """A side effect a decision asks for: a notice to an inbox, or a command to a worker.
 
     ``to`` is the inbox (agent or client id) for a notice; commands go to their route.
-    ``not_before`` makes it a timer: the relay holds it until then.
+    ``not_before`` makes it a timer: the relay holds it until then. ``timer_of``: the
+    stream the timer watches (``stream_of(task_id)``); an append passing that stream in
+    ``cancel_timers_of`` deletes the timer unpublished.
     """
 
     payload: Message
     to: str | None = None
     not_before: datetime | None = None
     correlation_id: UUID | None = None
+    timer_of: str | None = None
 
 
 def outbox_message(
@@ -94,6 +97,7 @@ def outbox_message(
             MESSAGE_TYPE: envelope.type,  # a notice's routing key is its recipient, not its type
         },
         not_before=effect.not_before,
+        timer_of=effect.timer_of,
     )
 
 

@@ -27,6 +27,7 @@ from workers.store.base import (
     OutboxRow,
     OutboxStore,
     OutgoingRecord,
+    Publishes,
     RecordedEvent,
     StreamAppend,
     stream_category,
@@ -60,6 +61,7 @@ __all__ = [
     "OutboxStore",
     "OutgoingRecord",
     "PostgresEventStore",
+    "Publishes",
     "RecordedEvent",
     "SqliteEventStore",
     "StoreError",
@@ -75,22 +77,25 @@ def default_store_url() -> str:
     return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
 
 
-def open_store(url: str | None = None) -> SqliteEventStore | PostgresEventStore:
+def open_store(
+    url: str | None = None, *, publishes: Publishes | None = None
+) -> SqliteEventStore | PostgresEventStore:
     """The adapter for ``url`` (default: ``default_store_url()``), not yet started.
 
     The return type is the concrete adapter, so the relay and the group committer
-    can use it too; plain callers treat it as an ``EventStore``.
+    can use it too; plain callers treat it as an ``EventStore``. ``publishes``: which
+    events get an outbox row (see ``Publishes``; None: every event).
     """
     url = url or default_store_url()
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return SqliteEventStore(url)  # a bare path
+        return SqliteEventStore(url, publishes=publishes)  # a bare path
     scheme = scheme.lower()
     if scheme in ("postgresql", "postgres"):
-        return PostgresEventStore(url)
+        return PostgresEventStore(url, publishes=publishes)
     if scheme == "sqlite":
         # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
         if not rest.startswith("/"):
             raise StoreError(f"sqlite URL needs three slashes: sqlite:///path, got {url!r}")
-        return SqliteEventStore(rest[1:] or ":memory:")
+        return SqliteEventStore(rest[1:] or ":memory:", publishes=publishes)
     raise StoreError(f"unknown store URL scheme {scheme!r} in {url!r} (sqlite or postgresql)")

@@ -71,6 +71,9 @@ class OutboxMessage:
     message_id: str
     headers: Mapping[str, str] = field(default_factory=dict)
     not_before: datetime | None = None
+    # The stream this timer watches: an append with ``cancel_timers_of=[that stream]``
+    # deletes it, unpublished, in its own transaction (a task that ended needs no watchdog).
+    timer_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class AppendRequest:
     metadata: Metadata = NO_METADATA
     idempotency_key: str | None = None
     outbox: Sequence[OutboxMessage] = ()
+    cancel_timers_of: Sequence[str] = ()
 
 
 # What one request in a batch came to: its result, or the conflict that skipped it.
@@ -141,8 +145,20 @@ class OutboxRow:
     message: OutgoingRecord | None = None
 
 
+# Does anyone subscribe to an event of this stream category and type (``"task"``,
+# ``"TaskReady"``)? An event nobody subscribes to gets no outbox row: nothing written,
+# nothing published. The runner passes the broker topology's answer.
+Publishes = Callable[[str, str], bool]
+
+
 class EventStore(Protocol):
-    """Append-only history with optimistic concurrency. See the module docs of the adapters."""
+    """Append-only history with optimistic concurrency. See the module docs of the adapters.
+
+    ``append`` / ``append_many`` with ``cancel_timers_of``: in the same transaction, before
+    this append's own outbox rows are written, delete every unpublished outbox row tagged
+    ``OutboxMessage.timer_of`` with one of those streams (earlier requests' timers included,
+    this one's not), so the timers of an ended task never reach the broker.
+    """
 
     async def start(self) -> None: ...
 
@@ -157,6 +173,7 @@ class EventStore(Protocol):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult: ...
 
     async def append_many(
@@ -166,6 +183,7 @@ class EventStore(Protocol):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult: ...
 
     async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]: ...
@@ -211,6 +229,9 @@ class Handoff:
     rows: Sequence[OutboxRow]
     claimed_at: float
     after: Mapping[str, int] = field(default_factory=dict)
+    # Outbox ids this commit deleted as cancelled timers: the relay must not publish them,
+    # whether handed earlier or claimed by its sweeper.
+    cancelled: Sequence[int] = ()
 
 
 CommitListener = Callable[[Handoff], None]

@@ -20,6 +20,7 @@ from workers.store.base import (
     Metadata,
     NewEvent,
     OutboxMessage,
+    Publishes,
     RecordedEvent,
     StreamAppend,
 )
@@ -48,12 +49,14 @@ class SingleStreamAppend(ABC):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult:
         return await self.append_many(
             [StreamAppend(stream, expected_version, events)],
             metadata=metadata,
             idempotency_key=idempotency_key,
             outbox=outbox,
+            cancel_timers_of=cancel_timers_of,
         )
 
     @abstractmethod
@@ -64,6 +67,7 @@ class SingleStreamAppend(ABC):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult: ...
 
 
@@ -97,8 +101,10 @@ class StoreFront(SingleStreamAppend):
 class StoreBase(SingleStreamAppend):
     """Single appends are batches of one; adapters implement ``append_batch``."""
 
-    def __init__(self) -> None:
+    def __init__(self, publishes: Publishes | None = None) -> None:
         self._relay: RelayHook | None = None
+        # which events get an outbox row (None: all); see base.Publishes
+        self.publishes = publishes
 
     @abstractmethod
     async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]: ...
@@ -110,8 +116,9 @@ class StoreBase(SingleStreamAppend):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult:
-        request = AppendRequest(appends, metadata, idempotency_key, outbox)
+        request = AppendRequest(appends, metadata, idempotency_key, outbox, cancel_timers_of)
         (outcome,) = await self.append_batch([request])
         if isinstance(outcome, AppendResult):
             return outcome
@@ -126,7 +133,7 @@ class StoreBase(SingleStreamAppend):
     def _notify_relay(self, hook: RelayHook | None, handoff: Handoff) -> None:
         """Called after commit. A failing listener must not turn a committed append into
         an error: the rows are safe in the outbox and the sweeper will publish them."""
-        if hook is None or not handoff.rows:
+        if hook is None or not (handoff.rows or handoff.cancelled):
             return
         try:
             hook.on_commit(handoff)

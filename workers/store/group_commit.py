@@ -83,9 +83,11 @@ class GroupCommitter(StoreFront):
         metadata: Metadata = NO_METADATA,
         idempotency_key: str | None = None,
         outbox: Sequence[OutboxMessage] = (),
+        cancel_timers_of: Sequence[str] = (),
     ) -> AppendResult:
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((AppendRequest(appends, metadata, idempotency_key, outbox), future))
+        request = AppendRequest(appends, metadata, idempotency_key, outbox, cancel_timers_of)
+        self._queue.append((request, future))
         self._idle.clear()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="group-commit")

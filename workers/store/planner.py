@@ -7,6 +7,12 @@ idempotency keys already applied and the last global position, then call
 append, what was read stays true until commit, so the checks here are exact
 (the unique (stream, version) index is only a backstop).
 
+Outbox rows: one per event someone subscribes to (``publishes``; all when it is None)
+and one per side-effect message. A request's ``cancel_timers_of`` drops the timers
+earlier requests of the batch planned for those streams, and names the streams
+(``BatchPlan.cancel``) whose timers already in the table the adapter deletes before
+it inserts this batch's rows.
+
 Positions are assigned here, ``last_position + 1`` onwards, without gaps:
 under the lock no one else can take them, and commit order equals position
 order — which is what lets readers follow ``position > cursor`` safely.
@@ -18,7 +24,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from workers.store.base import AppendOutcome, AppendRequest, AppendResult, OutboxMessage
+from workers.store.base import (
+    AppendOutcome,
+    AppendRequest,
+    AppendResult,
+    OutboxMessage,
+    Publishes,
+    stream_category,
+)
 from workers.store.codec import dumps, metadata_dict, result_to_json
 from workers.store.errors import ConcurrencyError, StoreError
 
@@ -50,6 +63,7 @@ class BatchPlan:
     events: list[EventRow] = field(default_factory=list)
     outbox: list[OutboxSpec] = field(default_factory=list)
     processed: list[tuple[str, str]] = field(default_factory=list)  # (key, result JSON)
+    cancel: set[str] = field(default_factory=set)  # streams whose stored timers to delete
 
 
 def streams_of(requests: Iterable[AppendRequest]) -> list[str]:
@@ -65,6 +79,7 @@ def plan_batch(
     versions: Mapping[str, int],
     processed: Mapping[str, AppendResult],
     last_position: int,
+    publishes: Publishes | None = None,
 ) -> BatchPlan:
     """Decide each request in order against the state left by the ones before it."""
     plan = BatchPlan()
@@ -92,8 +107,11 @@ def plan_batch(
         meta = dumps(metadata_dict(request.metadata), "metadata")
         positions: list[int] = []
         result_versions: dict[str, int] = {}
+        if request.cancel_timers_of:
+            _cancel(plan, request.cancel_timers_of)
         for part in request.appends:
             version = current.get(part.stream, 0)
+            category = stream_category(part.stream)
             for event in part.events:
                 position += 1
                 version += 1
@@ -110,7 +128,8 @@ def plan_batch(
                         metadata=meta,
                     )
                 )
-                plan.outbox.append(OutboxSpec(stream=part.stream, event_position=position))
+                if publishes is None or publishes(category, event.type):
+                    plan.outbox.append(OutboxSpec(stream=part.stream, event_position=position))
             current[part.stream] = version
             result_versions[part.stream] = version
         plan.outbox.extend(OutboxSpec(stream=None, message=m) for m in request.outbox)
@@ -120,6 +139,17 @@ def plan_batch(
             seen[key] = AppendResult(result.positions, result.versions, duplicate=True)
             plan.processed.append((key, result_to_json(result)))
     return plan
+
+
+def _cancel(plan: BatchPlan, streams: Sequence[str]) -> None:
+    """Drop the timers of ``streams`` planned so far; have the stored ones deleted."""
+    cancelled = set(streams)
+    plan.cancel |= cancelled
+    plan.outbox = [
+        spec
+        for spec in plan.outbox
+        if spec.message is None or spec.message.timer_of not in cancelled
+    ]
 
 
 def _validate(stream: str, expected_version: int | None) -> None:

@@ -32,8 +32,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from workers.store import postgres_outbox
-from workers.store.base import AppendOutcome, AppendRequest, Handoff, OutboxRow, RecordedEvent
+from workers.store.base import (
+    AppendOutcome,
+    AppendRequest,
+    Handoff,
+    OutboxRow,
+    Publishes,
+    RecordedEvent,
+)
 from workers.store.codec import dumps, loads, result_from_dict
 from workers.store.common import StoreBase
 from workers.store.errors import StoreError
@@ -41,6 +47,7 @@ from workers.store.handoff import handed_rows, recorded_outcomes
 from workers.store.ordering import split_pending
 from workers.store.planner import keys_of, plan_batch, streams_of
 from workers.store.postgres_conn import append_transaction, keep_session, translate
+from workers.store.postgres_outbox import acquire_lease, claim_due, release, take_own
 from workers.store.postgres_rows import WRITE_SQL, events_json, outbox_json, processed_json
 from workers.store.postgres_schema import (
     EVENT_COLUMNS,
@@ -87,8 +94,15 @@ def split_schema(url: str) -> tuple[str, str | None]:
 
 
 class PostgresEventStore(StoreBase):
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        publishes: Publishes | None = None,
+    ) -> None:
+        super().__init__(publishes)
         self._dsn, self.schema = split_schema(url)
         self._min_size = min_size
         self._max_size = max_size
@@ -163,20 +177,30 @@ class PostgresEventStore(StoreBase):
             assert state is not None
             processed = {k: result_from_dict(v) for k, v in loads(state[3]).items()}
             plan = plan_batch(
-                requests, dict(zip(streams, state[2], strict=True)), processed, int(state[0])
+                requests,
+                dict(zip(streams, state[2], strict=True)),
+                processed,
+                int(state[0]),
+                self.publishes,
             )
             now = state[1]
             first_id = int(state[4]) - reserve + 1
             held, after = split_pending(loads(state[5]))
             outbox, claimed = outbox_json(plan, first_id, now, hook, held)
-            if plan.events or plan.outbox or plan.processed:
-                await conn.execute(
-                    WRITE_SQL, events_json(plan.events), outbox, processed_json(plan), now
+            cancelled: list[int] = []
+            if plan.events or plan.outbox or plan.processed or plan.cancel:
+                cancelled = await conn.fetchval(
+                    WRITE_SQL,
+                    events_json(plan.events),
+                    outbox,
+                    processed_json(plan),
+                    now,
+                    sorted(plan.cancel),
                 )
         # Built after COMMIT, outside the append lock. ``now`` is the recorded_at stored.
-        if hook is not None and claimed:
+        if hook is not None and (claimed or cancelled):
             rows = handed_rows(plan, [(i, plan.outbox[i - first_id]) for i in claimed], now)
-            self._notify_relay(hook, Handoff(rows, claimed_at, after))
+            self._notify_relay(hook, Handoff(rows, claimed_at, after, cancelled))
         return recorded_outcomes(plan, now)
 
     # -- reads ---------------------------------------------------------------------
@@ -267,13 +291,13 @@ class PostgresEventStore(StoreBase):
         self, owner: str, ids: Sequence[int], claim_seconds: float
     ) -> list[OutboxRow]:
         async with self.connection() as conn, conn.transaction():
-            return await postgres_outbox.take_own(conn, owner, ids, claim_seconds)
+            return await take_own(conn, owner, ids, claim_seconds)
 
     async def outbox_claim_due(
         self, owner: str, limit: int, claim_seconds: float
     ) -> list[OutboxRow]:
         async with self.connection() as conn, conn.transaction():
-            return await postgres_outbox.claim_due(conn, owner, limit, claim_seconds)
+            return await claim_due(conn, owner, limit, claim_seconds)
 
     async def outbox_done(self, ids: Sequence[int]) -> None:
         async with self.connection() as conn:
@@ -281,7 +305,7 @@ class PostgresEventStore(StoreBase):
 
     async def outbox_release(self, ids: Sequence[int], delay_seconds: float) -> None:
         async with self.connection() as conn:
-            await postgres_outbox.release(conn, ids, delay_seconds)
+            await release(conn, ids, delay_seconds)
 
     async def outbox_pending(self) -> int:
         async with self.connection() as conn:
@@ -289,7 +313,7 @@ class PostgresEventStore(StoreBase):
 
     async def acquire_lease(self, name: str, owner: str, ttl_seconds: float) -> bool:
         async with self.connection() as conn:
-            return await postgres_outbox.acquire_lease(conn, name, owner, ttl_seconds)
+            return await acquire_lease(conn, name, owner, ttl_seconds)
 
     async def release_lease(self, name: str, owner: str) -> None:
         async with self.connection() as conn:

@@ -17,8 +17,12 @@ from workers.store.codec import dumps, utc
 from workers.store.common import RelayHook
 from workers.store.planner import BatchPlan, EventRow
 
+# Every statement of one WITH sees the table as it was before it: ``cx`` deletes only the
+# timers already stored, never one this very append inserts. It returns their ids.
 WRITE_SQL = """
-WITH ev AS (
+WITH cx AS (
+    DELETE FROM outbox WHERE timer_of = ANY($5::text[]) RETURNING id
+), ev AS (
     INSERT INTO events (position, stream, version, id, type, schema_version, data, metadata,
                         recorded_at)
     SELECT p, s, v, i, t, sv, d, m, $4
@@ -26,16 +30,16 @@ WITH ev AS (
            AS x(p bigint, s text, v int, i uuid, t text, sv int, d jsonb, m jsonb)
 ), ob AS (
     INSERT INTO outbox (id, stream, event_position, exchange, routing_key, body, message_id,
-                        headers, available_at, claimed_by)
-    SELECT i, s, ep, x, rk, decode(b, 'base64'), mid, h, av, cb
+                        headers, timer_of, available_at, claimed_by)
+    SELECT i, s, ep, x, rk, decode(b, 'base64'), mid, h, t, av, cb
       FROM json_to_recordset($2::json)
            AS x(i bigint, s text, ep bigint, x text, rk text, b text, mid text, h jsonb,
-                av timestamptz, cb text)
+                t text, av timestamptz, cb text)
 ), pm AS (
     INSERT INTO processed_messages (key, result, recorded_at)
     SELECT k, r, $4 FROM json_to_recordset($3::json) AS x(k text, r jsonb)
 )
-SELECT 1
+SELECT ARRAY(SELECT id FROM cx ORDER BY id)
 """
 
 
@@ -90,6 +94,7 @@ def outbox_json(
             row["b"] = base64.b64encode(bytes(m.body)).decode("ascii")
             row["mid"] = m.message_id
             row["h"] = json.loads(dumps(dict(m.headers), "outbox headers"))
+            row["t"] = m.timer_of
         rows.append(row)
     return json.dumps(rows, separators=(",", ":")), claimed
 

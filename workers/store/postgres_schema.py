@@ -14,6 +14,8 @@ Column notes:
   append lock, so outbox ids also grow in commit order.
 - ``outbox.available_at``: when the sweeper may take the row (a fresh row is
   claimed by its writer's relay until now + grace; a timer is its not_before).
+- ``outbox.timer_of``: the stream a timer watches; an append that cancels that
+  stream's timers deletes the row.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ MIGRATIONS: list[list[str]] = [
             expires_at timestamptz NOT NULL
         )
         """,
+    ],
+    [
+        # the stream a timer watches, so an append can cancel it (OutboxMessage.timer_of)
+        "ALTER TABLE outbox ADD COLUMN timer_of text",
+        "CREATE INDEX outbox_timer_of ON outbox (timer_of) WHERE timer_of IS NOT NULL",
     ],
 ]
 

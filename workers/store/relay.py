@@ -47,6 +47,11 @@ it, looking at the stream's pending rows (all lower than its own):
   holding it back for the sweeper while a lower row is pending.
 
 Rows without a stream (side-effect messages, timers) are not held back.
+
+Cancelled timers: an append with ``cancel_timers_of`` deletes the stream's timers in
+its transaction and tells the relay their ids (``Handoff.cancelled``). The relay drops
+them from its handed rows and remembers them a while, so a batch claimed just before
+(by either path) does not publish them either.
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ log = structlog.get_logger(__name__)
 
 # How many streams' last published row the fast path remembers (see Relay._sent).
 _SENT_STREAMS = 10_000
+# How many cancelled timers' ids the relay remembers (see Relay._cancelled): enough for
+# the ones cancelled while a batch is on its way from its claim to the broker.
+_CANCELLED_IDS = 10_000
 
 EncodeEvent = Callable[[RecordedEvent], OutgoingRecord]
 
@@ -127,6 +135,8 @@ class Relay:
         # Per stream, the last row the fast path published and deleted (most recent
         # streams only: a forgotten one costs a take_own, nothing worse).
         self._sent: OrderedDict[str, int] = OrderedDict()
+        # Ids of timers cancelled lately, oldest first: never published from here on.
+        self._cancelled: OrderedDict[int, None] = OrderedDict()
         self._wakeup = asyncio.Event()
         self._fast_lock = asyncio.Lock()
         self._sweep_lock = asyncio.Lock()
@@ -192,6 +202,8 @@ class Relay:
     # -- fast path --------------------------------------------------------------------
 
     def _on_commit(self, handoff: Handoff) -> None:
+        if handoff.cancelled:
+            self._cancel(handoff.cancelled)
         deadline = handoff.claimed_at + self.claim_seconds / 2
         previous = dict(handoff.after)
         for row in sorted(handoff.rows, key=_id):
@@ -201,6 +213,14 @@ class Relay:
                 previous[row.stream] = row.id
             self._pending.append((row, deadline, after))
         self._wakeup.set()
+
+    def _cancel(self, ids: Sequence[int]) -> None:
+        gone = set(ids)
+        self._pending = [p for p in self._pending if p[0].id not in gone]
+        for row_id in ids:
+            self._cancelled[row_id] = None
+        while len(self._cancelled) > _CANCELLED_IDS:
+            self._cancelled.popitem(last=False)
 
     async def _fast_loop(self) -> None:
         while True:
@@ -319,6 +339,8 @@ class Relay:
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> tuple[int, bool]:
         """Publish and delete ``rows``: (how many went out, whether they were deleted)."""
+        if self._cancelled:  # deleted with the append that cancelled them: nothing to do
+            rows = [r for r in rows if r.id not in self._cancelled]
         if not rows:
             return 0, False
         ids = [r.id for r in rows]

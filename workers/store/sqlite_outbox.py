@@ -22,20 +22,33 @@ from workers.store.sqlite_schema import EVENT_COLUMNS, event_from_row
 
 _EVENT_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in EVENT_COLUMNS.split(","))
 
-MessageColumns = tuple[str | None, str | None, bytes | None, str | None, str | None]
+MessageColumns = tuple[str | None, str | None, bytes | None, str | None, str | None, str | None]
 
 
 def message_columns(message: OutboxMessage | None) -> MessageColumns:
-    """exchange, routing_key, body, message_id, headers — all NULL for an event row."""
+    """exchange, routing_key, body, message_id, headers, timer_of — all NULL for an event."""
     if message is None:
-        return (None, None, None, None, None)
+        return (None, None, None, None, None, None)
     return (
         message.exchange,
         message.routing_key,
         bytes(message.body),
         message.message_id,
         dumps(dict(message.headers), "outbox headers"),
+        message.timer_of,
     )
+
+
+def cancel_timers(db: sqlite3.Connection, streams: Sequence[str]) -> list[int]:
+    """Delete the unpublished timers of ``streams``; their ids."""
+    if not streams:
+        return []
+    rows = _rows(
+        db,
+        "DELETE FROM outbox WHERE timer_of IN (SELECT value FROM json_each(?)) RETURNING id",
+        (json.dumps(sorted(streams)),),
+    )
+    return sorted(int(r[0]) for r in rows)
 
 
 def take_own(

@@ -14,6 +14,8 @@ Column notes:
 - ``outbox.available_at``: when the sweeper may take the row. A row the local
   relay will publish is born claimed (now + grace); a timer is its
   ``not_before``; anything else is now.
+- ``outbox.timer_of``: the stream a timer watches; an append that cancels that
+  stream's timers deletes the row.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ MIGRATIONS: list[list[str]] = [
             expires_at REAL NOT NULL
         ) WITHOUT ROWID
         """,
+    ],
+    [
+        # the stream a timer watches, so an append can cancel it (OutboxMessage.timer_of)
+        "ALTER TABLE outbox ADD COLUMN timer_of TEXT",
+        "CREATE INDEX outbox_timer_of ON outbox (timer_of) WHERE timer_of IS NOT NULL",
     ],
 ]
 
