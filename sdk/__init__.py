@@ -15,35 +15,36 @@ Client::
 
     async with Client() as client:
         print(await client.submit("crawl", {"url": "https://example.com"}).result())
+
+The SDK speaks only to the broker: a task's state comes from the task manager
+(``client.state``, ``client.history``), never from the event store.
 """
 
+from contracts import TaskView, TimelineEntry
 from sdk.agent import Agent
 from sdk.client import Client, Submission, TaskHandle
 from sdk.clock import Clock, SystemClock
 from sdk.errors import (
     LeaseLostError,
     LeaseTimeout,
-    NoEventStore,
     NonRetryableError,
     SdkError,
     TaskCancelledError,
     TaskError,
     TaskFailedError,
     TaskOutcomeError,
+    TaskRefusedError,
 )
 from sdk.lease import Lease
 from sdk.task import Task
-from sdk.taskview import EventReader, TaskEvent, TaskStatus
 
 __all__ = [
     "Agent",
     "Client",
     "Clock",
-    "EventReader",
     "Lease",
     "LeaseLostError",
     "LeaseTimeout",
-    "NoEventStore",
     "NonRetryableError",
     "SdkError",
     "Submission",
@@ -51,9 +52,10 @@ __all__ = [
     "Task",
     "TaskCancelledError",
     "TaskError",
-    "TaskEvent",
     "TaskFailedError",
     "TaskHandle",
     "TaskOutcomeError",
-    "TaskStatus",
+    "TaskRefusedError",
+    "TaskView",
+    "TimelineEntry",
 ]

@@ -34,9 +34,11 @@ from contracts import (
     Heartbeat,
     LeaseAcquired,
     LeaseLost,
+    Message,
     RegisterAgent,
     RejectAssignment,
     StopTask,
+    all_types,
 )
 from sdk.admission import admit
 from sdk.clock import Clock, SystemClock
@@ -130,6 +132,9 @@ class Agent:
         router.add(StopTask, self._on_stop)
         router.add(LeaseAcquired, self._on_lease_acquired)
         router.add(LeaseLost, self._on_lease_lost)
+        for message_type in all_types().values():
+            if router.get(message_type.type_name()) is None:
+                router.add(message_type, self._on_unexpected)
         spec = self.conn.topology.inbox_queue(self.agent_id)
         self.inbox = Consumer(
             self.conn,
@@ -310,3 +315,16 @@ class Agent:
 
     async def _on_lease_lost(self, incoming: Incoming[LeaseLost]) -> None:
         self.leases.on_lost(incoming.payload)
+
+    async def _on_unexpected(self, incoming: Incoming[Message]) -> None:
+        # Not for an agent (a TaskOutcome sent to an inbox named by a submit, say). It is
+        # acked, not dead-lettered: a provisioned agent user may not publish to the
+        # dead-letter exchange, so handing it to the runtime's dead-lettering would bring it
+        # back until the inbox's delivery limit; a bundle member cannot be rejected alone.
+        log.warning(
+            "sdk.notice_ignored",
+            msg_type=incoming.envelope.type,
+            message_id=incoming.message_id,
+            broker_user=incoming.user_id,
+            why="an agent has no handler for it",
+        )

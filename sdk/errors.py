@@ -68,8 +68,16 @@ class LeaseTimeout(SdkError):
     """No lease was granted within the time the caller was willing to wait."""
 
 
-class NoEventStore(SdkError):
-    """state() and history() need an event store passed to the Client."""
+class TaskRefusedError(SdkError):
+    """The task manager refused the submit and recorded nothing (``reason``: ``conflict``,
+    ``too_large``): the task id or idempotency key belongs to another task, or the task
+    could never be delivered to an agent."""
+
+    def __init__(self, task_id: UUID, reason: str, detail: str = ""):
+        super().__init__(f"task {task_id} refused ({reason}): {detail or 'no detail'}")
+        self.task_id = task_id
+        self.reason = reason
+        self.detail = detail
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

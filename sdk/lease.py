@@ -97,6 +97,18 @@ class LeaseBook:
             self._grants.popitem(last=False)
 
     def on_lost(self, notice: LeaseLost) -> None:
+        lease = self._held.get(notice.lease_id)
+        if lease is not None and lease.fencing_token != notice.fencing_token:
+            # the loss of a lease we do not hold (a renewal with a wrong token is answered
+            # so): ours, with its own token, stays held and renewed
+            log.warning(
+                "sdk.lease_lost_ignored",
+                resource=notice.resource,
+                lease_id=str(notice.lease_id),
+                token=notice.fencing_token,
+                held_token=lease.fencing_token,
+            )
+            return
         log.warning(
             "sdk.lease_lost",
             resource=notice.resource,
@@ -106,8 +118,8 @@ class LeaseBook:
         waiter = self._waiting.pop(notice.lease_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_exception(LeaseLostError(notice.resource, notice.lease_id, notice.reason))
-        lease = self._held.pop(notice.lease_id, None)
         if lease is not None:
+            del self._held[notice.lease_id]
             lease._mark_lost(notice.reason)
         self._stop_renewing(notice.lease_id)
 

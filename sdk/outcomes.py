@@ -2,8 +2,12 @@
 
 The task manager may answer before the caller awaits ``result()`` (or even
 before ``submit()`` returns), so an outcome is kept in a future per task id
-that ``result()`` later reads. A ``TaskAccepted`` notice can say the
-idempotency key mapped to an existing task: the handle then follows that task.
+that ``result()`` later reads. The future exists from the moment the client
+decides to submit (or asks for a handle), and only a task with a future here
+takes an outcome: an outcome for a task this client never submitted is not
+its business. A ``TaskAccepted`` notice can say the idempotency key mapped to
+an existing task: the handle then follows that task. A ``TaskRefused`` one
+fails the handle at once.
 """
 
 from __future__ import annotations
@@ -36,10 +40,28 @@ class OutcomeBook:
             self._trim()
         return fut
 
-    def resolve(self, outcome: TaskOutcome) -> None:
-        fut = self.future(outcome.task_id)
+    def knows(self, task_id: UUID) -> bool:
+        """Whether this client submitted (or holds a handle on) the task."""
+        return self.canonical(task_id) in self._futures
+
+    def resolve(self, outcome: TaskOutcome) -> bool:
+        """Settle the task's handles with its outcome; False for a task this book never had."""
+        fut = self._futures.get(self.canonical(outcome.task_id))
+        if fut is None:
+            return False
         if not fut.done():
             fut.set_result(outcome)
+        return True
+
+    def fail(self, task_id: UUID, error: BaseException) -> bool:
+        """Fail the task's handles (its submit was refused); False for a task never had."""
+        fut = self._futures.get(self.canonical(task_id))
+        if fut is None:
+            return False
+        if not fut.done():
+            fut.set_exception(error)
+            fut.exception()  # marks it retrieved: a handle nobody awaits must not log it
+        return True
 
     def alias(self, submitted: UUID, existing: UUID) -> None:
         """``submitted`` turned out to be a duplicate of ``existing``: wait for that one."""
@@ -73,5 +95,11 @@ class OutcomeBook:
 
 
 def _settle(target: asyncio.Future[TaskOutcome], source: asyncio.Future[TaskOutcome]) -> None:
-    if not target.done() and not source.cancelled():
+    if target.done() or source.cancelled():
+        return
+    error = source.exception()
+    if error is not None:
+        target.set_exception(error)
+        target.exception()
+    else:
         target.set_result(source.result())

@@ -13,7 +13,7 @@ from broker.errors import PublishFailed
 from contracts import AssignTask, Envelope, Heartbeat, TaskOutcome
 from sdk.admission import admit
 from sdk.delivery import ReliableSender
-from sdk.errors import NonRetryableError, TaskError, describe
+from sdk.errors import NonRetryableError, TaskError, TaskRefusedError, describe
 from sdk.lease import renew_delay
 from sdk.outcomes import OutcomeBook
 
@@ -85,7 +85,9 @@ def test_describe_carries_the_retry_decision() -> None:
 async def test_outcome_before_anyone_waits_and_duplicate_alias() -> None:
     book = OutcomeBook()
     early, mine, theirs = uuid4(), uuid4(), uuid4()
-    book.resolve(TaskOutcome(task_id=early, state="succeeded", attempt=1, result=1))
+    submitted = book.future(early)  # made at submit, before the command leaves
+    assert book.resolve(TaskOutcome(task_id=early, state="succeeded", attempt=1, result=1))
+    assert submitted.result().result == 1
     assert book.future(early).result().result == 1
     waiting = book.future(mine)
     book.alias(mine, theirs)
@@ -156,9 +158,28 @@ async def test_the_outcome_book_stays_bounded_and_keeps_what_is_pending() -> Non
         book.future(task_id)
     for _ in range(3 * outcomes._KEEP):
         task_id = uuid4()
+        book.future(task_id)
         book.resolve(TaskOutcome(task_id=task_id, state="succeeded", attempt=1))
         assert len(book._futures) <= outcomes._KEEP + outcomes._SLACK + 1
     assert all(not book.future(t).done() for t in pending)
     assert all(t in book._futures for t in pending)
     newest = next(reversed(book._futures))
     assert book.future(newest).done()  # the latest settled outcomes are still there
+
+
+def test_an_outcome_for_a_task_never_submitted_here_is_not_taken() -> None:
+    book = OutcomeBook()
+    stranger = uuid4()
+    assert not book.resolve(TaskOutcome(task_id=stranger, state="succeeded", attempt=1))
+    assert not book.knows(stranger)
+
+
+async def test_a_refusal_fails_the_handle_and_its_aliases() -> None:
+    book = OutcomeBook()
+    mine, theirs = uuid4(), uuid4()
+    waiting = book.future(mine)
+    book.alias(mine, theirs)
+    assert book.fail(theirs, TaskRefusedError(theirs, "conflict", "key taken"))
+    await asyncio.sleep(0)
+    with pytest.raises(TaskRefusedError, match="conflict"):
+        waiting.result()
