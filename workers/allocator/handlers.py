@@ -19,16 +19,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import structlog
 
-from broker.errors import PublishFailed, Retry
+from broker.errors import PublishFailed, Reject, Retry
 from broker.publisher import Publisher
 from broker.router import Incoming
-from contracts import DeclareResource, Heartbeat
+from contracts import (
+    AcquireLease,
+    DeclareResource,
+    Event,
+    Heartbeat,
+    ReleaseLease,
+    RenewLease,
+    TaskAssigned,
+)
+from contracts.errors import ContractError
 from workers.allocator.planning import (
     LeaseCommand,
     Plan,
@@ -36,6 +46,7 @@ from workers.allocator.planning import (
     next_wakeup,
     on_commands,
     orphaned,
+    overdue,
     place,
     renew_agent_leases,
     settle_leases,
@@ -45,10 +56,10 @@ from workers.runtime.clock import Clock
 from workers.runtime.messages import Effect, load_event, new_event, outbox_messages
 from workers.runtime.metrics import PlacementMetrics
 from workers.runtime.settings import WorkerSettings
-from workers.store.base import AppendResult, EventStore, Metadata, OutboxMessage, StreamAppend
+from workers.store.base import AppendResult, EventStore, Metadata, StreamAppend
 from workers.store.errors import ConcurrencyError
-from workers.tasks.domain import decide_agent_gone, effects
-from workers.tasks.state import evolve, fold, stream_of
+from workers.tasks import placement
+from workers.tasks.state import Task, evolve
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +68,9 @@ LEASE = "allocator"
 LEASE_TTL_S = 5.0
 PAGE = 1000
 ROUNDS = 8  # decide-again rounds on conflicts before the batch goes back to the broker
+COMMANDS = (DeclareResource, AcquireLease, RenewLease, ReleaseLease)
+# how a task that must end is decided, from its fresh state and when it was last assigned
+Ending = Callable[[Task, datetime | None], list[Event]]
 
 
 class Allocator:
@@ -86,41 +100,77 @@ class Allocator:
 
     # ---- entry points ----
     async def on_batch(self, batch: Sequence[Incoming[Any]]) -> Mapping[int, BaseException]:
+        """Decide over the batch; answers the items that failed, each alone (index -> error)."""
         commands: list[LeaseCommand] = []
-        heartbeats: list[Heartbeat] = []
-        for incoming in batch:
+        where: list[int] = []  # the batch index of each command
+        heartbeats: list[str] = []
+        failures: dict[int, BaseException] = {}
+        woken = False
+        for index, incoming in enumerate(batch):
             payload = incoming.payload
             if isinstance(payload, Heartbeat):
-                heartbeats.append(payload)
-            elif payload.kind == "command":
+                heartbeats.append(payload.agent_id)
+            elif isinstance(payload, COMMANDS):
                 commands.append(payload)
-            # events are only wake-up calls: the store has them already
-        await self.run(commands, heartbeats)
-        return {}
+                where.append(index)
+            elif payload.kind == "event":
+                woken = True  # a wake-up call: the store has it already, read from there
+            else:
+                detail = f"the allocator does not handle {payload.type_name()}"
+                failures[index] = Reject(detail, reason="unknown_type")
+        if not commands and not woken:
+            # heartbeats alone change nothing placement reads: renew direct leases, no I/O
+            async with self._lock:
+                now = self.clock.now()
+                for agent_id in heartbeats:
+                    renew_agent_leases(self.view, agent_id, now)
+            return failures
+        failed = await self.run(commands, heartbeats)
+        failures.update({where[i]: exc for i, exc in failed.items()})
+        return failures
 
     async def tick(self) -> None:
         """Time passed (a lease expiry, a cool-down end): decide again with no new messages."""
         if self.active:
             await self.run([], [])
 
-    async def run(self, commands: list[LeaseCommand], heartbeats: list[Heartbeat]) -> None:
+    async def run(
+        self, commands: list[LeaseCommand], heartbeats: list[str]
+    ) -> dict[int, BaseException]:
+        """One decision over everything known; answers the commands that failed (by index)."""
         async with self._lock:
             await self._hold_lease()
             first = not self.active
             self.active = True
             await self.catch_up()
             now = self.clock.now()
+            configured: list[LeaseCommand] = []
             if first:
                 self._fresh_windows(now)
-                commands = self._configured() + commands
-            for hb in heartbeats:
-                renew_agent_leases(self.view, hb.agent_id, now)
-            await self._rounds("commands", lambda plan: on_commands(self.view, commands, now, plan))
-            await self._hand_back()
-            await self._rounds("placement", lambda plan: self._settle_and_place(now, plan))
+                configured = self._configured()
+            for agent_id in heartbeats:
+                renew_agent_leases(self.view, agent_id, now)
+            everything = configured + commands
+            done = await self._rounds(
+                "commands", lambda plan: on_commands(self.view, everything, now, plan)
+            )
+            failed = {
+                i - len(configured): e for i, e in done.failed.items() if i >= len(configured)
+            }
+            await self._end_tasks(self._gone_or_overdue(now))
+            placed = await self._rounds("placement", lambda plan: self._settle_and_place(now, plan))
+            for task_id, why in placed.waits:
+                log.debug("allocator.waiting", task_id=str(task_id), why=why)
+            if placed.undeliverable:
+                undeliverable = placed.undeliverable
+                await self._end_tasks(
+                    [(t, _undeliverable(why), "undeliverable") for t, why in undeliverable]
+                )
             self._schedule(now)
+            return failed
 
     def _settle_and_place(self, now: datetime, plan: Plan) -> None:
+        plan.max_bytes = self.settings.broker.max_message_bytes
         settle_leases(self.view, now, plan)
         grant_waiters(self.view, now, plan)
         place(self.view, now, plan)
@@ -137,14 +187,14 @@ class Allocator:
             if len(page) < PAGE:
                 return applied
 
-    async def _rounds(self, what: str, decide: Any) -> None:
-        """Plan → append; on a conflict catch up and plan again."""
+    async def _rounds(self, what: str, decide: Callable[[Plan], None]) -> Plan:
+        """Plan → append; on a conflict catch up and plan again. Answers the plan appended."""
         for _ in range(ROUNDS):
             plan = Plan()
             decide(plan)
             await self._publish_direct(plan.direct)
             if plan.empty:
-                return
+                return plan
             try:
                 result = await self._append(plan)
             except ConcurrencyError as exc:
@@ -156,7 +206,7 @@ class Allocator:
                 await self.catch_up()
             if plan.placed:
                 log.info("allocator.placed", tasks=plan.placed, pending=self._pending())
-            return
+            return plan
         raise Retry(f"allocator {what}: version conflicts in {ROUNDS} rounds")
 
     async def _append(self, plan: Plan) -> AppendResult:
@@ -164,7 +214,7 @@ class Allocator:
             StreamAppend(stream, expected, [new_event(e) for e in events])
             for stream, (expected, events) in plan.appends.items()
         ]
-        outbox = outbox_messages(plan.effects, sender=WORKER)
+        outbox = plan.outbox + outbox_messages(plan.effects, sender=WORKER)
         return await self.store.append_many(appends, metadata=self._meta(), outbox=outbox)
 
     def _apply_own(self, result: AppendResult) -> bool:
@@ -186,37 +236,65 @@ class Allocator:
     def _meta(self) -> Metadata:
         return Metadata(message_id=str(uuid.uuid4()), worker=WORKER, replica=self.replica)
 
-    async def _hand_back(self) -> None:
-        """Tasks held by agents that are gone go back (or die) by the task manager's rules."""
-        handed = False
-        for task_id, agent_id, why in orphaned(self.view):
-            for _ in range(ROUNDS):
-                records = await self.store.read(stream_of(task_id))
-                task = fold(task_id, [load_event(r) for r in records])
-                events = decide_agent_gone(task, agent_id, why)
-                if not events:
-                    break
-                after = task
-                for event in events:
-                    after = evolve(after, event)
-                outbox: list[OutboxMessage] = outbox_messages(
-                    effects(task, events, after), sender=WORKER
+    # ---- tasks that end or fail here, by the task manager's rules ----
+    def _gone_or_overdue(self, now: datetime) -> list[tuple[UUID, Ending, str]]:
+        """Tasks of agents that are gone, assignments never started, tasks pending too long."""
+        out: list[tuple[UUID, Ending, str]] = [
+            (task_id, _agent_gone(agent_id, why), "handed_back")
+            for task_id, agent_id, why in orphaned(self.view)
+        ]
+        not_started, expired = overdue(self.view, now)
+        aside = {t for t, until in self.view.set_aside.items() if until > now}
+        not_started = [t for t in not_started if t not in aside]
+        expired = [(t, why) for t, why in expired if t not in aside]
+        out += [(task_id, _not_started(now), "not_started") for task_id in not_started]
+        out += [
+            (task_id, _pending_expired(now, why), "pending_expired") for task_id, why in expired
+        ]
+        return out
+
+    async def _end_tasks(self, decisions: list[tuple[UUID, Ending, str]]) -> None:
+        """Each from its fresh stream, appended alone: one that cannot be ended stays aside."""
+        changed = False
+        for task_id, decide, what in decisions:
+            try:
+                changed |= await self._end_task(task_id, decide, what)
+            except (ContractError, ValueError, TypeError) as exc:  # this task's own problem
+                log.warning(
+                    "allocator.end_failed", task_id=str(task_id), what=what, error=repr(exc)
                 )
-                try:
-                    await self.store.append(
-                        stream_of(task_id),
-                        task.version,
-                        [new_event(e) for e in events],
-                        metadata=self._meta(),
-                        outbox=outbox,
-                    )
-                except ConcurrencyError:
-                    continue
-                log.info("allocator.handed_back", task_id=str(task_id), agent_id=agent_id, why=why)
-                handed = True
-                break
-        if handed:
+                self.view.set_aside[task_id] = self.clock.now() + timedelta(seconds=5)
+        if changed:
             await self.catch_up()
+
+    async def _end_task(self, task_id: UUID, decide: Ending, what: str) -> bool:
+        stream = placement.stream_of(task_id)
+        for _ in range(ROUNDS):
+            task, assigned_at = Task(task_id), None
+            for record in await self.store.read(stream):
+                event = load_event(record)
+                task = evolve(task, event)
+                if isinstance(event, TaskAssigned):
+                    assigned_at = record.recorded_at
+            events = decide(task, assigned_at)
+            if not events:
+                return False
+            outbox = outbox_messages(placement.effects_of(task, events), sender=WORKER)
+            try:
+                await self.store.append(
+                    stream,
+                    task.version,
+                    [new_event(e) for e in events],
+                    metadata=self._meta(),
+                    outbox=outbox,
+                )
+            except ConcurrencyError:
+                continue
+            log.info(
+                f"allocator.{what}", task_id=str(task_id), events=[e.type_name() for e in events]
+            )
+            return True
+        return False
 
     async def _hold_lease(self) -> None:
         acquire = getattr(self.store, "acquire_lease", None)
@@ -292,3 +370,19 @@ class Allocator:
                 await self.tick()
             except Exception:  # the next batch or tick tries again
                 log.exception("allocator.tick_failed")
+
+
+def _agent_gone(agent_id: str, why: str) -> Ending:
+    return lambda task, _: placement.decide_agent_gone(task, agent_id, why)
+
+
+def _not_started(now: datetime) -> Ending:
+    return lambda task, at: [] if at is None else placement.decide_not_started(task, at, now)
+
+
+def _pending_expired(now: datetime, why: str) -> Ending:
+    return lambda task, _: placement.decide_pending_expired(task, now, why)
+
+
+def _undeliverable(why: str) -> Ending:
+    return lambda task, _: placement.decide_undeliverable(task, why)

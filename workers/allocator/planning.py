@@ -7,224 +7,59 @@ side effects to one ``Plan``, which the handler appends in one transaction:
 2. ``settle_leases``: release the leases of tasks that ended, expire those
    of agents that are gone or that were not renewed in time.
 3. ``grant_waiters``: give free units to agents waiting, first come first.
+   (1-3 live in ``leases.py``.)
 4. ``place``: ready tasks by priority then submit order, each on the least
    loaded live agent with the capability and a free slot, holding a lease on
-   every resource it needs — or not at all.
+   every resource it needs — or not at all. The task's events and effects
+   come from the tasks domain (``workers.tasks.placement``); a task that waits
+   gets a reason a user can read, and one whose assignment cannot be encoded
+   is ended alone (``plan.undeliverable``) while the rest are placed.
+5. ``orphaned`` / ``overdue``: tasks of agents that are gone, assignments
+   never started in time, tasks pending past ``pending_timeout_s`` — found
+   here, ended by the tasks domain's rules.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
-from contracts import (
-    AcquireLease,
-    AssignTask,
-    DeclareResource,
-    Event,
-    LeaseAcquired,
-    LeaseExpired,
-    LeaseGranted,
-    LeaseLost,
-    LeaseReleased,
-    LeaseRequested,
-    ReleaseLease,
-    RenewLease,
-    ResourceDeclared,
-    TaskAssigned,
-    TaskTimerDue,
+import structlog
+
+from contracts import LeaseGranted, ResourceDeclared
+from contracts.errors import MessageTooLarge
+from workers.allocator.leases import (
+    LeaseCommand,
+    free_units,
+    grant_waiters,
+    on_commands,
+    renew_agent_leases,
+    settle_leases,
 )
-from workers.allocator.projection import ACTIVE, AgentView, Holder, Projection, TaskView
-from workers.runtime.messages import Effect
+from workers.allocator.plan import Plan, next_version, resource_stream
+from workers.allocator.projection import ACTIVE, AgentView, OpenTask, Projection
+from workers.tasks import placement
 
-LeaseCommand = DeclareResource | AcquireLease | RenewLease | ReleaseLease
+__all__ = [
+    "LeaseCommand",
+    "Plan",
+    "free_units",
+    "grant_waiters",
+    "next_wakeup",
+    "on_commands",
+    "orphaned",
+    "overdue",
+    "place",
+    "renew_agent_leases",
+    "settle_leases",
+    "why_waiting",
+]
 
+log = structlog.get_logger(__name__)
 
-def task_stream(task_id: UUID) -> str:
-    return f"task-{task_id}"
-
-
-def resource_stream(name: str) -> str:
-    return f"resource-{name}"
-
-
-@dataclass
-class Plan:
-    appends: dict[str, tuple[int, list[Event]]] = field(default_factory=dict)
-    effects: list[Effect] = field(default_factory=list)
-    direct: list[Effect] = field(default_factory=list)  # notices that record nothing
-    placed: int = 0
-    freed: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
-    ended: set[UUID] = field(default_factory=set)  # leases released/expired in this plan
-
-    def add(self, stream: str, expected_version: int, event: Event) -> int:
-        """Queue ``event`` on ``stream``; returns the version it will be recorded at."""
-        expected, events = self.appends.setdefault(stream, (expected_version, []))
-        events.append(event)
-        return expected + len(events)
-
-    @property
-    def empty(self) -> bool:
-        return not self.appends and not self.effects
-
-
-# ---- 1. commands ----
-
-
-def on_commands(proj: Projection, commands: list[LeaseCommand], now: datetime, plan: Plan) -> None:
-    for cmd in commands:
-        match cmd:
-            case DeclareResource():
-                view = proj.resource(cmd.resource)
-                declared = _declared_capacity(plan, cmd.resource, view.capacity)
-                if declared != cmd.capacity:
-                    event = ResourceDeclared(resource=cmd.resource, capacity=cmd.capacity)
-                    plan.add(resource_stream(cmd.resource), view.version, event)
-            case AcquireLease():
-                view = proj.resource(cmd.resource)
-                if cmd.lease_id in view.holders or cmd.lease_id in view.waiters:
-                    continue  # a repeated request
-                request = LeaseRequested(
-                    resource=cmd.resource,
-                    lease_id=cmd.lease_id,
-                    agent_id=cmd.agent_id,
-                    ttl_s=cmd.ttl_s,
-                )
-                plan.add(resource_stream(cmd.resource), view.version, request)
-            case RenewLease():
-                holder = _holder(proj, cmd.resource, cmd.lease_id, cmd.fencing_token)
-                if holder is None:
-                    lost = LeaseLost(
-                        resource=cmd.resource,
-                        lease_id=cmd.lease_id,
-                        fencing_token=cmd.fencing_token,
-                        reason="not held: expired, released or never granted",
-                    )
-                    plan.direct.append(Effect(lost, to=cmd.agent_id))
-                else:
-                    holder.expires_at = now + timedelta(seconds=holder.ttl_s)
-            case ReleaseLease():
-                holder = _holder(proj, cmd.resource, cmd.lease_id, cmd.fencing_token)
-                if holder is not None and holder.lease_id not in plan.ended:
-                    _end(proj, plan, cmd.resource, holder, None)
-
-
-def _declared_capacity(plan: Plan, name: str, current: int) -> int:
-    pending = plan.appends.get(resource_stream(name))
-    for event in reversed(pending[1] if pending else []):
-        if isinstance(event, ResourceDeclared):
-            return event.capacity
-    return current
-
-
-def _holder(proj: Projection, resource: str, lease_id: UUID, token: int) -> Holder | None:
-    view = proj.resources.get(resource)
-    holder = view.holders.get(lease_id) if view else None
-    return holder if holder is not None and holder.fencing_token == token else None
-
-
-def renew_agent_leases(proj: Projection, agent_id: str, now: datetime) -> None:
-    """A heartbeat renews every direct lease its agent holds."""
-    for view in proj.resources.values():
-        for holder in view.holders.values():
-            if holder.agent_id == agent_id and holder.task_id is None:
-                holder.expires_at = now + timedelta(seconds=holder.ttl_s)
-
-
-# ---- 2. leases that must end ----
-
-
-def settle_leases(proj: Projection, now: datetime, plan: Plan) -> None:
-    for view in proj.resources.values():
-        for holder in list(view.holders.values()):
-            if holder.lease_id in plan.ended:
-                continue
-            agent = proj.agents.get(holder.agent_id)
-            if agent is not None and agent.status in ("lost", "left"):
-                _end(proj, plan, view.name, holder, f"agent {holder.agent_id} {agent.status}")
-            elif holder.task_id is not None:
-                task = proj.tasks.get(holder.task_id)
-                if task is None or task.state not in ACTIVE or holder.lease_id not in task.leases:
-                    _end(proj, plan, view.name, holder, None)  # the task let go of it
-            elif holder.expires_at <= now:
-                _end(proj, plan, view.name, holder, f"not renewed within {holder.ttl_s:g}s")
-
-
-def _end(proj: Projection, plan: Plan, resource: str, holder: Holder, expired: str | None) -> None:
-    view = proj.resource(resource)
-    common = {
-        "resource": resource,
-        "lease_id": holder.lease_id,
-        "agent_id": holder.agent_id,
-        "task_id": holder.task_id,
-        "fencing_token": holder.fencing_token,
-    }
-    if expired is None:
-        plan.add(resource_stream(resource), view.version, LeaseReleased.model_validate(common))
-    else:
-        event = LeaseExpired.model_validate({**common, "reason": expired})
-        plan.add(resource_stream(resource), view.version, event)
-        if holder.task_id is None:
-            lost = LeaseLost(
-                resource=resource,
-                lease_id=holder.lease_id,
-                fencing_token=holder.fencing_token,
-                reason=expired,
-            )
-            plan.effects.append(Effect(lost, to=holder.agent_id))
-    plan.ended.add(holder.lease_id)
-    plan.freed[resource] += 1
-
-
-def free_units(proj: Projection, plan: Plan, resource: str) -> int:
-    view = proj.resources.get(resource)
-    if view is None:
-        return 0
-    capacity = _declared_capacity(plan, resource, view.capacity)
-    return capacity - len(view.holders) + plan.freed[resource]
-
-
-# ---- 3. agents waiting for a lease ----
-
-
-def grant_waiters(proj: Projection, now: datetime, plan: Plan) -> None:
-    for view in proj.resources.values():
-        waiting = list(view.waiters.values())
-        pending = plan.appends.get(resource_stream(view.name))
-        waiting += [e for e in (pending[1] if pending else []) if isinstance(e, LeaseRequested)]
-        for request in waiting:
-            if free_units(proj, plan, view.name) <= 0:
-                break
-            agent = proj.agents.get(request.agent_id)
-            if agent is None or agent.status not in ("live", "draining"):
-                continue  # granted to no one who is gone; it waits (or expires with them)
-            expires = now + timedelta(seconds=request.ttl_s)
-            stream = resource_stream(view.name)
-            token = _next_version(plan, stream, view.version)
-            granted = LeaseGranted(
-                resource=view.name,
-                lease_id=request.lease_id,
-                agent_id=request.agent_id,
-                fencing_token=token,
-                ttl_s=request.ttl_s,
-                expires_at=expires,
-            )
-            plan.add(stream, view.version, granted)
-            plan.freed[view.name] -= 1
-            acquired = LeaseAcquired(
-                resource=view.name,
-                lease_id=request.lease_id,
-                fencing_token=token,
-                expires_at=expires,
-            )
-            plan.effects.append(Effect(acquired, to=request.agent_id))
-
-
-def _next_version(plan: Plan, stream: str, current: int) -> int:
-    pending = plan.appends.get(stream)
-    return (pending[0] + len(pending[1]) if pending else current) + 1
+SET_ASIDE_S = 5.0  # a task whose placement raised is tried again after this long
 
 
 # ---- 4. placement ----
@@ -239,97 +74,143 @@ def place(proj: Projection, now: datetime, plan: Plan) -> None:
                 by_capability[capability].append(agent)
     full: set[str] = set()  # capabilities with no free slot left: skip their tasks fast
     ready = sorted(
-        (t for t in proj.tasks.values() if t.placeable), key=lambda t: (-t.priority, t.seq)
+        (t for t in proj.tasks.values() if t.placeable),
+        key=lambda t: (-t.task.spec.priority if t.task.spec else 0, t.seq),
     )
-    for task in ready:
-        if task.capability in full or task_stream(task.task_id) in plan.appends:
+    for open_task in ready:
+        task = open_task.task
+        spec = task.spec
+        if spec is None or proj.set_aside.get(task.task_id, now) > now:
+            continue
+        capability = spec.capability
+        resources = tuple(dict.fromkeys(spec.resources))
+        undeclared = [r for r in resources if not _declared(proj, plan, r)]
+        if undeclared:
+            _wait(
+                proj,
+                plan,
+                task.task_id,
+                f"resource {', '.join(map(repr, undeclared))} "
+                f"{'is' if len(undeclared) == 1 else 'are'} not declared",
+            )
+            continue
+        able = by_capability.get(capability, ())
+        if capability in full:
+            _wait(proj, plan, task.task_id, _no_slot(capability, able))
             continue
         candidates = [
             a
-            for a in by_capability.get(task.capability, ())
+            for a in able
             if load[a.agent_id] < a.capacity
             and proj.avoid.get((task.task_id, a.agent_id), now) <= now
         ]
         if not candidates:
-            if not any(
-                load[a.agent_id] < a.capacity for a in by_capability.get(task.capability, ())
-            ):
-                full.add(task.capability)
+            if not any(load[a.agent_id] < a.capacity for a in able):
+                full.add(capability)
+                _wait(proj, plan, task.task_id, _no_slot(capability, able))
+            else:
+                _wait(proj, plan, task.task_id, f"refused by every free agent with {capability!r}")
             continue
-        if any(free_units(proj, plan, r) <= 0 for r in task.resources):
-            continue  # not all its resources can be held now: it waits, and keeps its turn
+        busy = [r for r in resources if free_units(proj, plan, r) <= 0]
+        if busy:
+            # not all its resources can be held now: it waits, and keeps its turn
+            _wait(proj, plan, task.task_id, f"every unit of {', '.join(map(repr, busy))} is held")
+            continue
         best = min(
             candidates, key=lambda a: (load[a.agent_id] / a.capacity, load[a.agent_id], a.agent_id)
         )
         reason = (
             f"least loaded of {len(candidates)} agent{'s' if len(candidates) != 1 else ''} "
-            f"with {task.capability!r} ({load[best.agent_id]}/{best.capacity} busy)"
+            f"with {capability!r} ({load[best.agent_id]}/{best.capacity} busy)"
         )
-        if task.resources:
-            reason += f", holding {', '.join(task.resources)}"
-        _assign(proj, plan, task, best, reason, now)
-        load[best.agent_id] += 1
+        if resources:
+            reason += f", holding {', '.join(resources)}"
+        try:
+            placed = _assign(proj, plan, open_task, resources, best, reason, now)
+        except Exception as exc:  # this task alone: the others are still placed
+            log.warning("allocator.set_aside", task_id=str(task.task_id), error=repr(exc))
+            proj.set_aside[task.task_id] = now + timedelta(seconds=SET_ASIDE_S)
+            _wait(proj, plan, task.task_id, f"set aside: its placement failed: {exc!r}")
+            continue
+        if placed:
+            proj.waits.pop(task.task_id, None)
+            load[best.agent_id] += 1
+
+
+def _no_slot(capability: str, able: Sequence[AgentView]) -> str:
+    if not able:
+        return f"no live agent with {capability!r}"
+    n = len(able)
+    return f"no free slot on the {n} live agent{'s' if n != 1 else ''} with {capability!r}"
+
+
+def _declared(proj: Projection, plan: Plan, name: str) -> bool:
+    view = proj.resources.get(name)
+    if view is not None and view.declared:
+        return True
+    pending = plan.appends.get(resource_stream(name))
+    return any(isinstance(e, ResourceDeclared) for e in (pending[1] if pending else []))
+
+
+def _wait(proj: Projection, plan: Plan, task_id: UUID, why: str) -> None:
+    if proj.waits.get(task_id) != why:
+        proj.waits[task_id] = why
+        plan.waits.append((task_id, why))
 
 
 def _assign(
-    proj: Projection, plan: Plan, task: TaskView, agent: AgentView, reason: str, now: datetime
-) -> None:
-    leases: list[UUID] = []
-    for name in task.resources:
+    proj: Projection,
+    plan: Plan,
+    open_task: OpenTask,
+    resources: tuple[str, ...],
+    agent: AgentView,
+    reason: str,
+    now: datetime,
+) -> bool:
+    """Plan the assignment and its leases; False if it cannot be delivered (it will end)."""
+    task = open_task.task
+    leases = tuple(uuid4() for _ in resources)
+    assignment = placement.assign(
+        task,
+        agent.agent_id,
+        reason=reason,
+        leases=leases,
+        correlation_id=open_task.correlation_id,
+    )
+    try:
+        rows = [plan.encode(effect) for effect in assignment.effects]
+    except MessageTooLarge as exc:
+        plan.undeliverable.append((task.task_id, exc.detail))
+        return False
+    for name, lease_id in zip(resources, leases, strict=True):
         view = proj.resource(name)
         stream = resource_stream(name)
-        lease_id = uuid4()
         granted = LeaseGranted(
             resource=name,
             lease_id=lease_id,
             agent_id=agent.agent_id,
             task_id=task.task_id,
-            fencing_token=_next_version(plan, stream, view.version),
+            fencing_token=next_version(plan, stream, view.version),
             ttl_s=task.timeout_s,
             expires_at=now + timedelta(seconds=task.timeout_s),
         )
         plan.add(stream, view.version, granted)
         plan.freed[name] -= 1
-        leases.append(lease_id)
-    token = task.version + 1  # the task stream version this TaskAssigned is recorded at
-    assigned = TaskAssigned(
-        task_id=task.task_id,
-        agent_id=agent.agent_id,
-        attempt=task.next_attempt,
-        fencing_token=token,
-        reason=reason,
-        leases=tuple(leases),
-    )
-    plan.add(task_stream(task.task_id), task.version, assigned)
-    notice = AssignTask(
-        task_id=task.task_id,
-        capability=task.capability,
-        payload=task.payload,
-        attempt=task.next_attempt,
-        fencing_token=token,
-        timeout_s=task.timeout_s,
-        leases=tuple(leases),
-    )
-    plan.effects.append(Effect(notice, to=agent.agent_id, correlation_id=task.correlation_id))
-    # a watchdog for an attempt that is never started (the start sets its own deadline)
-    timer = TaskTimerDue(task_id=task.task_id, attempt=task.next_attempt, timer="timeout")
-    plan.effects.append(
-        Effect(
-            timer,
-            not_before=now + timedelta(seconds=task.timeout_s),
-            correlation_id=task.correlation_id,
-        )
-    )
+    for event in assignment.events:
+        plan.add(assignment.stream, assignment.expected_version, event)
+    plan.outbox += rows
     plan.placed += 1
+    return True
 
 
-# ---- agents that are gone ----
+# ---- tasks that must end or fail: decided by the tasks domain, found here ----
 
 
 def orphaned(proj: Projection) -> list[tuple[UUID, str, str]]:
     """(task, agent, why) for every task held by an agent that was lost or left."""
     out = []
-    for task in proj.tasks.values():
+    for open_task in proj.tasks.values():
+        task = open_task.task
         if task.state in ACTIVE and task.agent_id is not None:
             agent = proj.agents.get(task.agent_id)
             if agent is not None and agent.status in ("lost", "left"):
@@ -337,8 +218,41 @@ def orphaned(proj: Projection) -> list[tuple[UUID, str, str]]:
     return out
 
 
+def overdue(proj: Projection, now: datetime) -> tuple[list[UUID], list[tuple[UUID, str]]]:
+    """Assignments never started within their time-out, and tasks pending past theirs (why)."""
+    not_started: list[UUID] = []
+    expired: list[tuple[UUID, str]] = []
+    for open_task in proj.tasks.values():
+        task = open_task.task
+        if task.state == "assigned" and open_task.assigned_at is not None:
+            deadline = placement.not_started_by(task, open_task.assigned_at)
+            if deadline is not None and deadline <= now:
+                not_started.append(task.task_id)
+        elif task.state == "pending":
+            until = _pending_until(open_task)
+            if until is not None and until <= now:
+                expired.append((task.task_id, why_waiting(proj, open_task)))
+    return not_started, expired
+
+
+def why_waiting(proj: Projection, open_task: OpenTask) -> str:
+    task = open_task.task
+    if not task.ready and task.waiting_on:
+        ids = ", ".join(sorted(str(d) for d in task.waiting_on))
+        return f"waiting on dependencies {ids}"
+    return proj.waits.get(task.task_id, "not placed yet")
+
+
+def _pending_until(open_task: OpenTask) -> datetime | None:
+    task = open_task.task
+    if task.submitted_at is None:
+        return None
+    return task.submitted_at + timedelta(seconds=task.pending_timeout_s)
+
+
 def next_wakeup(proj: Projection, now: datetime) -> datetime | None:
-    """When time alone changes a decision: a direct lease expires, a cool-down ends."""
+    """When time alone changes a decision: a direct lease expires, a cool-down ends,
+    an assignment or a pending task runs out of time."""
     times = [
         h.expires_at
         for view in proj.resources.values()
@@ -346,4 +260,15 @@ def next_wakeup(proj: Projection, now: datetime) -> datetime | None:
         if h.task_id is None
     ]
     times += [t for t in proj.avoid.values() if t > now]
+    times += [t for t in proj.set_aside.values() if t > now]
+    for open_task in proj.tasks.values():
+        task = open_task.task
+        if task.state == "assigned" and open_task.assigned_at is not None:
+            deadline = placement.not_started_by(task, open_task.assigned_at)
+            if deadline is not None:
+                times.append(deadline)
+        elif task.state == "pending":
+            until = _pending_until(open_task)
+            if until is not None:
+                times.append(until)
     return min(times, default=None)

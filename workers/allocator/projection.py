@@ -1,8 +1,11 @@
 """The allocator's whole view, rebuilt from the history: agents, open tasks, resources.
 
 ``apply`` takes recorded events in position order. It is pure bookkeeping:
-no I/O, no clock (times come from the events). Tasks leave the view when they
-end, so its size follows the open work, not the history.
+no I/O, no clock (times come from the events). Task and agent state come from
+their owners' one typed fold (``workers.tasks.state``, ``workers.registry.state``);
+the view adds only what placement needs beside it (submit order, the agents'
+running work, when an assignment was recorded, the leases it holds). Tasks
+leave the view when they end, so its size follows the open work, not the history.
 """
 
 from __future__ import annotations
@@ -12,14 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from pydantic import JsonValue
-
 from contracts import (
-    AgentDraining,
-    AgentJoined,
-    AgentLeft,
-    AgentLost,
-    AgentUpdated,
     Event,
     LeaseExpired,
     LeaseGranted,
@@ -27,57 +23,61 @@ from contracts import (
     LeaseRequested,
     ResourceDeclared,
     TaskAssigned,
-    TaskCancelled,
-    TaskDead,
-    TaskFailed,
-    TaskReady,
     TaskRequeued,
-    TaskRetryScheduled,
-    TaskStarted,
     TaskSubmitted,
-    TaskSucceeded,
 )
+from workers.registry import state as agents
 from workers.runtime.messages import load_event
 from workers.store.base import RecordedEvent
+from workers.tasks.placement import ENDING, placeable, task_of
+from workers.tasks.state import ACTIVE, Task, evolve
 
-ACTIVE = frozenset({"assigned", "running"})
+__all__ = ["ACTIVE", "AgentView", "Holder", "OpenTask", "Projection", "ResourceView"]
+
+RESOURCE_PREFIX = "resource-"
 
 
 @dataclass(slots=True)
 class AgentView:
-    agent_id: str
-    capabilities: frozenset[str] = frozenset()
-    capacity: int = 0
-    status: str = "live"  # live | draining | left | lost
-    inflight: set[UUID] = field(default_factory=set)
+    state: agents.Agent
+    inflight: set[UUID] = field(default_factory=set)  # tasks assigned to it and not over
 
     @property
-    def placeable(self) -> bool:
-        return self.status == "live" and len(self.inflight) < self.capacity
+    def agent_id(self) -> str:
+        return self.state.agent_id
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return self.state.capabilities
+
+    @property
+    def capacity(self) -> int:
+        return self.state.capacity
 
 
 @dataclass(slots=True)
-class TaskView:
-    task_id: UUID
-    capability: str
-    priority: int
+class OpenTask:
+    task: Task  # the tasks domain's fold
     seq: int  # the position of its TaskSubmitted: first come, first placed
-    version: int
-    payload: JsonValue = None
-    resources: tuple[str, ...] = ()
-    timeout_s: float = 300.0
-    max_attempts: int = 3
-    state: str = "pending"
-    ready: bool = False
-    attempt: int = 0
-    next_attempt: int = 1
-    agent_id: str | None = None
-    leases: tuple[UUID, ...] = ()
     correlation_id: UUID | None = None
+    assigned_at: datetime | None = None  # when the current assignment was recorded
+    leases: tuple[UUID, ...] = ()  # taken for the current assignment
+
+    @property
+    def task_id(self) -> UUID:
+        return self.task.task_id
+
+    @property
+    def state(self) -> str | None:
+        return self.task.state
 
     @property
     def placeable(self) -> bool:
-        return self.state == "pending" and self.ready
+        return placeable(self.task)
 
 
 @dataclass(slots=True)
@@ -94,6 +94,7 @@ class Holder:
 class ResourceView:
     name: str
     capacity: int = 0  # 0 until declared: nothing is granted on an undeclared resource
+    declared: bool = False
     version: int = 0
     holders: dict[UUID, Holder] = field(default_factory=dict)
     waiters: OrderedDict[UUID, LeaseRequested] = field(default_factory=OrderedDict)
@@ -104,10 +105,14 @@ class Projection:
     rejection_cooldown_s: float = 1.0
     position: int = 0
     agents: dict[str, AgentView] = field(default_factory=dict)
-    tasks: dict[UUID, TaskView] = field(default_factory=dict)
+    tasks: dict[UUID, OpenTask] = field(default_factory=dict)
     resources: dict[str, ResourceView] = field(default_factory=dict)
     # an agent that refused a task is not offered it again until then
     avoid: dict[tuple[UUID, str], datetime] = field(default_factory=dict)
+    # why each open task that could not be placed waits, as of the last placement
+    waits: dict[UUID, str] = field(default_factory=dict)
+    # tasks whose placement failed for a reason of their own: left alone until then
+    set_aside: dict[UUID, datetime] = field(default_factory=dict)
 
     def resource(self, name: str) -> ResourceView:
         view = self.resources.get(name)
@@ -115,116 +120,73 @@ class Projection:
             view = self.resources[name] = ResourceView(name)
         return view
 
+    def agent(self, agent_id: str) -> AgentView:
+        view = self.agents.get(agent_id)
+        if view is None:
+            view = self.agents[agent_id] = AgentView(agents.Agent(agent_id))
+        return view
+
     def apply(self, record: RecordedEvent) -> None:
         if record.position <= self.position:
             return  # already seen
         self.position = record.position
-        category = record.stream.split("-", 1)[0]
-        if category not in ("agent", "task", "resource"):
+        stream = record.stream
+        task_id = task_of(stream)
+        if task_id is not None:
+            self._task(task_id, record)
             return
-        if category == "task" and record.type in _STATE_ONLY:
-            self._task_state_only(record)
-            return
-        event = load_event(record)
-        if category == "agent":
-            self._agent(event)
-        elif category == "task":
-            self._task(event, record)
-        else:
-            self._resource(event, record.version)
-
-    # ---- agents ----
-    def _agent(self, event: Event) -> None:
-        match event:
-            case AgentJoined() | AgentUpdated():
-                view = self.agents.setdefault(event.agent_id, AgentView(event.agent_id))
-                view.capabilities = frozenset(event.capabilities)
-                view.capacity = event.capacity
-                view.status = "live"
-            case AgentDraining():
-                self._agent_status(event.agent_id, "draining")
-            case AgentLeft():
-                self._agent_status(event.agent_id, "left")
-            case AgentLost():
-                self._agent_status(event.agent_id, "lost")
-
-    def _agent_status(self, agent_id: str, status: str) -> None:
-        view = self.agents.setdefault(agent_id, AgentView(agent_id))
-        view.status = status
+        agent_id = agents.agent_of(stream)
+        if agent_id is not None:
+            view = self.agent(agent_id)
+            view.state = agents.evolve(view.state, load_event(record))
+        elif stream.startswith(RESOURCE_PREFIX):
+            self._resource(load_event(record), record.version)
 
     # ---- tasks ----
-    def _task(self, event: Event, record: RecordedEvent) -> None:
-        if isinstance(event, TaskSubmitted):
-            correlation = record.metadata.get("correlation_id")
-            self.tasks[event.task_id] = TaskView(
-                task_id=event.task_id,
-                capability=event.capability,
-                priority=event.priority,
-                seq=record.position,
-                version=record.version,
-                payload=event.payload,
-                resources=tuple(dict.fromkeys(event.resources)),
-                timeout_s=event.timeout_s,
-                max_attempts=event.max_attempts,
-                ready=event.ready,
-                correlation_id=UUID(correlation) if correlation else None,
-            )
-            return
-        task_id = getattr(event, "task_id", None)
-        view = self.tasks.get(task_id) if isinstance(task_id, UUID) else None
-        if view is None:
-            return  # ended, or a forward reference before its submit
-        view.version = record.version
-        match event:
-            case TaskReady():
-                view.ready = True
-            case TaskAssigned():
-                self._off_agent(view)
-                view.state, view.attempt = "assigned", event.attempt
-                view.agent_id, view.leases = event.agent_id, event.leases
-                self.agents.setdefault(event.agent_id, AgentView(event.agent_id)).inflight.add(
-                    view.task_id
+    def _task(self, task_id: UUID, record: RecordedEvent) -> None:
+        open_task = self.tasks.get(task_id)
+        if record.type in ENDING:
+            if open_task is not None:
+                self._forget(open_task)
+            return  # its payload (a result, perhaps large) is never read here
+        event = load_event(record)
+        if open_task is None:
+            if isinstance(event, TaskSubmitted):
+                # a stream may hold forward references (DependentAdded) before its submit
+                task = evolve(Task(task_id, version=record.version - 1), event)
+                correlation = record.metadata.get("correlation_id")
+                self.tasks[task_id] = OpenTask(
+                    task,
+                    seq=record.position,
+                    correlation_id=UUID(correlation) if correlation else None,
                 )
-            case TaskStarted():
-                view.state = "running"
-            case TaskFailed():
-                self._off_agent(view)
-                view.state = "failed"
-            case TaskRetryScheduled():
-                view.next_attempt = event.attempt
-            case TaskRequeued():
-                if event.agent_id is not None and event.attempt == view.attempt:
-                    # refused by the agent (the attempt was not used up): cool down
-                    until = record.recorded_at + timedelta(seconds=self.rejection_cooldown_s)
-                    self.avoid[(view.task_id, event.agent_id)] = until
-                self._off_agent(view)
-                view.state, view.next_attempt = "pending", event.attempt
-            case TaskSucceeded() | TaskCancelled() | TaskDead():
-                self._off_agent(view)
-                del self.tasks[view.task_id]
+            return  # not submitted yet, or already over
+        before = open_task.task
+        after = open_task.task = evolve(before, event)
+        if isinstance(event, TaskAssigned):
+            open_task.assigned_at, open_task.leases = record.recorded_at, event.leases
+        elif (
+            isinstance(event, TaskRequeued)
+            and event.agent_id is not None
+            and event.attempt == before.attempt
+        ):
+            # refused by the agent (the attempt was not used up): cool down
+            until = record.recorded_at + timedelta(seconds=self.rejection_cooldown_s)
+            self.avoid[(task_id, event.agent_id)] = until
+        held_before = before.agent_id if before.state in ACTIVE else None
+        held_after = after.agent_id if after.state in ACTIVE else None
+        if held_before is not None and held_before != held_after:
+            self.agent(held_before).inflight.discard(task_id)
+        if held_after is not None:
+            self.agent(held_after).inflight.add(task_id)
 
-    def _task_state_only(self, record: RecordedEvent) -> None:
-        """An event whose fields placement does not read: no need to validate its payload."""
-        task_id = _task_id(record.stream)
-        view = self.tasks.get(task_id) if task_id is not None else None
-        if view is None:
-            return
-        view.version = record.version
-        if record.type == "TaskStarted":
-            view.state = "running"
-        elif record.type == "TaskFailed":
-            self._off_agent(view)
-            view.state = "failed"
-        elif record.type in _ENDS:
-            self._off_agent(view)
-            del self.tasks[view.task_id]
-
-    def _off_agent(self, view: TaskView) -> None:
-        if view.agent_id is not None:
-            agent = self.agents.get(view.agent_id)
-            if agent is not None:
-                agent.inflight.discard(view.task_id)
-        view.agent_id, view.leases = None, ()
+    def _forget(self, open_task: OpenTask) -> None:
+        task = open_task.task
+        if task.agent_id is not None and task.state in ACTIVE:
+            self.agent(task.agent_id).inflight.discard(task.task_id)
+        del self.tasks[task.task_id]
+        self.waits.pop(task.task_id, None)
+        self.set_aside.pop(task.task_id, None)
 
     # ---- resources ----
     def _resource(self, event: Event, version: int) -> None:
@@ -235,7 +197,7 @@ class Projection:
         view.version = version
         match event:
             case ResourceDeclared():
-                view.capacity = event.capacity
+                view.capacity, view.declared = event.capacity, True
             case LeaseRequested():
                 view.waiters[event.lease_id] = event
             case LeaseGranted():
@@ -251,17 +213,3 @@ class Projection:
             case LeaseReleased() | LeaseExpired():
                 view.holders.pop(event.lease_id, None)
                 view.waiters.pop(event.lease_id, None)
-
-
-# task events whose payload placement never reads (see _task): the stream names the task
-_ENDS = frozenset({"TaskSucceeded", "TaskCancelled", "TaskDead"})
-_STATE_ONLY = frozenset(
-    {"TaskStarted", "TaskFailed", "TaskProgressed", "DependentAdded", "DependencyResolved"} | _ENDS
-)
-
-
-def _task_id(stream: str) -> UUID | None:
-    try:
-        return UUID(stream.split("-", 1)[1])
-    except (IndexError, ValueError):
-        return None

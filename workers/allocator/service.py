@@ -10,22 +10,13 @@ from __future__ import annotations
 from broker.consumer import Consumer
 from broker.identity import worker_authorizer
 from broker.router import Router
+from broker.topology import ALLOCATOR_TASK_EVENTS
 from workers.allocator.handlers import WORKER, Allocator
 from workers.runtime.context import ServiceContext
 
-TASK_EVENTS = (
-    "TaskSubmitted",
-    "TaskReady",
-    "TaskFailed",
-    "TaskRequeued",
-    "TaskSucceeded",
-    "TaskCancelled",
-    "TaskDead",
-)
-EVENT_KEYS = (*(f"task.{t}" for t in TASK_EVENTS), "agent.#", "resource.#")
 # what on_batch takes; any other type in the queue is dead-lettered unknown_type
 HANDLED = (
-    *TASK_EVENTS,
+    *ALLOCATOR_TASK_EVENTS,
     *("Heartbeat", "DeclareResource", "AcquireLease", "RenewLease", "ReleaseLease"),
     *("AgentJoined", "AgentUpdated", "AgentDraining", "AgentLeft", "AgentLost"),
     *("ResourceDeclared", "LeaseRequested", "LeaseGranted", "LeaseReleased", "LeaseExpired"),
@@ -39,12 +30,7 @@ class AllocatorService:
         self.allocator = Allocator(
             ctx.store, ctx.publisher, ctx.clock, ctx.settings, replica=ctx.replica
         )
-        spec = ctx.conn.topology.work_queue(
-            WORKER,
-            command_keys=(f"{WORKER}.#", "registry.Heartbeat"),
-            event_keys=EVENT_KEYS,
-            single_active=True,
-        )
+        spec = ctx.conn.topology.allocator_queue()
         self.consumer = Consumer(
             ctx.conn,
             spec,
