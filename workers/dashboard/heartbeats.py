@@ -1,12 +1,11 @@
 """When each agent was last heard from, and the load it reported.
 
 Heartbeats are not events (the registry keeps them in memory), so the history
-cannot say when an agent last beat. The dashboard listens for copies instead:
-a private, exclusive queue bound to the commands exchange for
-``registry.Heartbeat``, consumed without acks. It takes nothing from the
-registry's queue and publishes nothing; the queue disappears with the
-dashboard's connection, and a bounded length keeps a stalled dashboard from
-piling up messages in the broker.
+cannot say when an agent last beat. The dashboard listens for copies instead,
+through a broker tap (``broker.tap``) on the queue ``Topology.dashboard_tap_queue``
+declares: private, bound to the commands exchange for ``registry.Heartbeat``,
+consumed without acks and bounded. It takes nothing from the registry's queue
+and publishes nothing.
 """
 
 from __future__ import annotations
@@ -15,18 +14,16 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import structlog
 
 from broker.connection import BrokerConnection
+from broker.queue_reader import QueuedMessage
+from broker.tap import Tap
+from broker.topology import DASHBOARD_TAP_MAX_LENGTH
 from contracts import ContractError, Heartbeat, decode
 from workers.runtime.clock import Clock
 
-log = structlog.get_logger(__name__)
-
 MAX_AGENTS = 10_000
-TAP_MAX_LENGTH = 10_000
+TAP_MAX_LENGTH = DASHBOARD_TAP_MAX_LENGTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,28 +60,18 @@ class HeartbeatTap:
         self.book = book
         self.clock = clock
         self.ignored = 0  # copies that did not decode as a Heartbeat (the registry deals with them)
-        self.queue_name = f"{conn.topology.namespace}.dashboard.{uuid.uuid4().hex[:12]}"
-        # aio-pika objects, typed Any: only broker/ imports aio_pika. Held here, not by the
-        # connection, so a tap that failed to start is not restored after a reconnect.
-        self._channel: Any = None
-        self._queue: Any = None
+        spec = conn.topology.dashboard_tap_queue(uuid.uuid4().hex[:12])
+        self.queue_name = spec.name
+        self._tap = Tap(conn, spec, self._on_message)
 
     async def start(self) -> HeartbeatTap:
-        self._channel = await self.conn.connection.channel(publisher_confirms=False)
-        await self._channel.set_qos(prefetch_count=256)
-        self._queue = queue = await self._channel.declare_queue(
-            self.queue_name,
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": TAP_MAX_LENGTH, "x-overflow": "drop-head"},
-        )
-        await queue.bind(self.conn.topology.commands, routing_key="registry.Heartbeat")
-        await queue.consume(self._on_message, no_ack=True)
-        log.debug("dashboard.heartbeat_tap_started", queue=self.queue_name)
+        await self._tap.start()
         return self
 
-    async def _on_message(self, message: Any) -> None:
+    async def stop(self) -> None:
+        await self._tap.stop()
+
+    def _on_message(self, message: QueuedMessage) -> None:
         try:
             envelope = decode(bytes(message.body), max_bytes=self.conn.settings.max_message_bytes)
         except ContractError:
