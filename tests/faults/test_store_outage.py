@@ -25,7 +25,7 @@ from broker.router import Incoming, Router
 from tests.support.amqp import depth, eventually
 from tests.support.harness import AGENTS, Harness
 from tests.support.services import PrivatePostgres
-from workers.store import StoreUnavailable
+from workers.runtime.dependencies import StoreDown
 
 # a fleet, a fault and a drain: more than the default 120 s when the machine is busy
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -89,7 +89,8 @@ async def test_a_delivery_is_held_while_its_store_is_down_and_handed_back_on_sto
     async def flaky(msg: Incoming[c.RegisterAgent]) -> None:
         calls.append(msg.attempt)
         if down.is_set() and len(calls) <= 6:  # twice the consumer's max_attempts (3)
-            raise StoreUnavailable("postgres: connection refused")
+            # what a service's store raises when the database is down (the runner's boundary)
+            raise StoreDown("postgres: connection refused")
 
     first = await Consumer(
         broker, spec, _router(flaky), publisher, worker="registry", replica="0"

@@ -22,8 +22,10 @@ import structlog
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology
 from broker.publisher import Publisher
+from broker.topology import event_subscribed
 from workers.runtime.clock import Clock, SystemClock
 from workers.runtime.context import Service, ServiceContext
+from workers.runtime.dependencies import HandlerStore
 from workers.runtime.metrics import timed
 from workers.runtime.outbox import OutboxPublisher, encode_event
 from workers.runtime.settings import WORKERS, WorkerSettings
@@ -73,7 +75,8 @@ async def run_services(
     names = expand(workers)
     role = "+".join(names)
     conn = await BrokerConnection(settings.broker, role=role, replica=replica).connect()
-    store = open_store(settings.store_url)
+    # an event no queue subscribes to gets no outbox row: never written, never published
+    store = open_store(settings.store_url, publishes=event_subscribed)
     # handlers append through the group committer: the appends of all messages in flight
     # share one transaction (and one write lock) instead of queueing for one each
     committer = GroupCommitter(store)
@@ -94,7 +97,7 @@ async def run_services(
         ctx = ServiceContext(
             conn=conn,
             publisher=publisher,
-            store=committer,
+            store=HandlerStore(committer),  # the store being down holds the message
             settings=settings,
             replica=replica,
             clock=clock or SystemClock(),

@@ -8,11 +8,12 @@
 
 Driver errors never leak: adapters translate them at the boundary with
 ``raise StoreUnavailable(...) from exc`` so callers depend on this module only.
+The store knows nothing of the broker: the runner translates ``StoreUnavailable``
+for the consumer (``workers.runtime.dependencies.StoreDown``), which then holds the
+message until the store is back.
 """
 
 from __future__ import annotations
-
-from broker.errors import DependencyUnavailable
 
 
 class StoreError(Exception):
@@ -33,11 +34,8 @@ class ConcurrencyError(StoreError):
         return (ConcurrencyError, (self.stream, self.expected, self.actual))
 
 
-class StoreUnavailable(StoreError, DependencyUnavailable):
-    """The database is down, unreachable, or busy past the time-out.
-
-    A ``DependencyUnavailable``: the consumer holds the delivery and retries it until
-    the store is back, instead of spending its attempts and dead-lettering it."""
+class StoreUnavailable(StoreError):
+    """The database is down, unreachable, or busy past the time-out. Transient."""
 
 
 class DuplicateEventId(StoreError):
