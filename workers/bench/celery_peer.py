@@ -4,7 +4,9 @@ The worker is a subprocess (``celery -A workers.bench.celery_app worker``) on
 a queue and exchange named for this run alone, deleted afterwards; remote
 control is off, so it leaves no pidbox queues either. The client is Celery's
 own, synchronous: every task is published (each waiting for its confirm), then
-every result is awaited through the rpc backend. Runs in a thread of the bench.
+every result is awaited through the rpc backend. Then ``sequential`` tasks go
+one at a time, each timed from publish to result, as rallypoint's and the
+floor's one in flight. Runs in a thread of the bench.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from workers.bench.celery_app import (
     make_app,
 )
 from workers.bench.memory import peak_rss_mib
-from workers.bench.stats import rate
+from workers.bench.stats import percentile, rate
 from workers.runtime.procs import stop_process
 
 log = structlog.get_logger(__name__)
@@ -40,6 +42,7 @@ POOLS = ("solo", "threads", "prefork")
 # the fastest for no-op tasks on the 2-core bench machine: see docs/benchmarks.md
 DEFAULT_POOL = "threads"
 DEFAULT_CONCURRENCY = {"solo": 1, "threads": 4, "prefork": 2}
+ONE_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class CeleryOptions:
     pool: str = DEFAULT_POOL
     concurrency: int | None = None  # None: DEFAULT_CONCURRENCY of the pool
     warmup: int = 200
+    sequential: int = 200  # one in flight, for p50_ms_one_in_flight; 0 to skip
     timeout_s: float = 600.0
     scratch: Path = Path("var") / "bench"
 
@@ -63,6 +67,7 @@ class CeleryRun:
     tasks: int
     tasks_per_s: float
     worker_peak_rss_mib: float | None
+    p50_ms_one_in_flight: float | None = None
 
 
 def worker_command(pool: str, concurrency: int, queue: str) -> list[str]:
@@ -109,8 +114,16 @@ def run_celery(
         _await_all(app, results, worker, options.timeout_s, cancel)
         tasks_per_s = rate(options.tasks, time.perf_counter() - started)
         peak = _tree_peak_mib(worker.pid)
+        one = [_one(app, worker, cancel) for _ in range(options.sequential)]
         ok = True
-        return CeleryRun(options.pool, options.workers, options.tasks, tasks_per_s, peak)
+        return CeleryRun(
+            options.pool,
+            options.workers,
+            options.tasks,
+            tasks_per_s,
+            peak,
+            percentile(one, 50) * 1000 if one else None,
+        )
     finally:
         # every task is done by now; a warm shutdown takes Celery seconds (its loop wakes
         # slowly), so it gets two before the process group is killed
@@ -132,6 +145,13 @@ def _send(app: Any, count: int, cancel: threading.Event) -> list[Any]:
             raise Cancelled
         results.append(app.send_task(NOOP))
     return results
+
+
+def _one(app: Any, worker: subprocess.Popen[bytes], cancel: threading.Event) -> float:
+    """One task alone, publish to result, in seconds."""
+    started = time.perf_counter()
+    _await_all(app, [app.send_task(NOOP)], worker, ONE_TIMEOUT_S, cancel)
+    return time.perf_counter() - started
 
 
 def _await_all(

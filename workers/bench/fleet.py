@@ -1,8 +1,10 @@
 """A throw-away rallypoint fleet for one bench run: its own namespace, store and processes.
 
-Worker replicas are real OS processes (``python -m workers.runtime.process``,
-started through the demo's :class:`~workers.demo.fleet.Fleet`), each SDK
-agent another one (``python -m workers.bench.agent_proc``). On exit, whatever
+Worker replicas are real OS processes (``python -m workers.bench.worker_proc``:
+``workers.runtime.process`` with its publishes counted, held by the demo's
+:class:`~workers.demo.fleet.Fleet`), each SDK agent another one
+(``python -m workers.bench.agent_proc``); every one serves its Prometheus
+metrics on a port of its own on 127.0.0.1, which the bench reads. On exit, whatever
 happened, the agents leave, the workers stop, the namespace's queues and
 exchanges are deleted and the store is removed (the SQLite directory, or the
 PostgreSQL schema).
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -60,6 +63,9 @@ class RunningFleet:
     fleet: Fleet
     agents: dict[str, subprocess.Popen[bytes]]
     store_url: str
+    metrics_ports: dict[str, int]  # process name (as in worker_pids, agent_pids) → port
+    amqp_url: str
+    store: EventStore  # the fleet's, opened by the bench too: read only
 
     def worker_pids(self) -> dict[str, int]:
         replicas = len(self.fleet.workers) // len(WORKERS)
@@ -110,6 +116,7 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
         "RALLY_STORE_URL": store_url,
         "RALLY_LOG_FORMAT": "json",
         "RALLY_LOG_LEVEL": "WARNING",
+        "RALLY_METRICS_HOST": "127.0.0.1",
     }
     settings = BrokerSettings.from_env(env)
     agent_ids = [f"{namespace}-agent-{i}" for i in range(shape.agents)]
@@ -119,14 +126,22 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
     fleet = Fleet(env, run_dir)
     agents: dict[str, subprocess.Popen[bytes]] = {}
     client = Client(settings=settings)
+    ports: dict[str, int] = {}
     ok = False
     try:
         await declare_topology(conn)
         await store.start()  # migrated once here, before replicas race to do it
-        fleet.start_workers(shape.replicas)
+        for worker in WORKERS:
+            for replica in range(shape.replicas):
+                name = f"{worker}-{replica}"
+                ports[name] = free_port()
+                fleet.workers.append(_spawn_worker(worker, replica, ports[name], env, run_dir))
         for agent_id in agent_ids:
-            agents[agent_id] = _spawn_agent(agent_id, shape.agent_capacity, env, run_dir)
-        running = RunningFleet(namespace, client, fleet, agents, store_url)
+            ports[agent_id] = free_port()
+            agents[agent_id] = _spawn_agent(
+                agent_id, shape.agent_capacity, ports[agent_id], env, run_dir
+            )
+        running = RunningFleet(namespace, client, fleet, agents, store_url, ports, amqp_url, store)
         deadline = time.monotonic() + shape.start_timeout_s
         await _wait_for_workers(conn, shape.replicas, running, deadline)
         await _wait_for_agents(store, set(agent_ids), running, deadline)
@@ -155,15 +170,40 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
             log.warning("bench.fleet_logs_kept", path=str(run_dir))
 
 
-def _spawn_agent(
-    agent_id: str, capacity: int, env: dict[str, str], run_dir: Path
+def free_port() -> int:
+    """A port nothing listens on now, for a child to serve its metrics on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _spawn(
+    name: str, args: list[str], env: dict[str, str], run_dir: Path
 ) -> subprocess.Popen[bytes]:
-    log_file = open(run_dir / f"{agent_id}.log", "wb")  # noqa: SIM115 - lives with the process
-    cmd = [sys.executable, "-m", "workers.bench.agent_proc", "--agent-id", agent_id]
-    cmd += ["--capacity", str(capacity), "--heartbeat", str(AGENT_HEARTBEAT_S)]
+    log_file = open(run_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives with the process
     return subprocess.Popen(
-        cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        [sys.executable, "-m", *args],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+
+
+def _spawn_worker(
+    worker: str, replica: int, port: int, env: dict[str, str], run_dir: Path
+) -> subprocess.Popen[bytes]:
+    args = ["workers.bench.worker_proc", "--worker", worker, "--replica", str(replica)]
+    return _spawn(f"{worker}-{replica}", [*args, "--metrics-port", str(port)], env, run_dir)
+
+
+def _spawn_agent(
+    agent_id: str, capacity: int, port: int, env: dict[str, str], run_dir: Path
+) -> subprocess.Popen[bytes]:
+    args = ["workers.bench.agent_proc", "--agent-id", agent_id, "--capacity", str(capacity)]
+    args += ["--heartbeat", str(AGENT_HEARTBEAT_S), "--metrics-port", str(port)]
+    return _spawn(agent_id, args, env, run_dir)
 
 
 async def _wait_for_workers(

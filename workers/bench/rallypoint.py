@@ -4,6 +4,10 @@ Submit-to-result latency is timed per task, from just before ``submit`` to
 the outcome reaching the client. Saturated: ``window`` tasks in flight at
 once (a new one is submitted as each finishes) until ``tasks`` are done.
 One in flight: ``sequential`` tasks, each submitted after the last finished.
+
+Over the saturated window the bench also reads what the tasks cost: the
+fleet's message and append counters (:mod:`workers.bench.tally`) and every
+process's CPU time (:mod:`workers.bench.cpu`), each divided by the tasks.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import asyncio
 import contextlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from sdk import Client
+from workers.bench import cpu, tally
 from workers.bench.agent_proc import CAPABILITY
+from workers.bench.counting import install
 from workers.bench.fleet import FleetShape, RunningFleet, rally_fleet
 from workers.bench.memory import peak_rss_mib
 from workers.bench.pacing import pipelined
@@ -55,6 +62,9 @@ class RallyRun:
     # tasks/s over each fifth of the saturated run: a falling series means the cost per
     # task grows with the history
     tasks_per_s_by_fifth: tuple[float, ...] = ()
+    # what one task cost over the saturated window (tally.per_task, cpu.ms_per_task)
+    per_task: dict[str, Any] = field(default_factory=dict)
+    cpu_ms_per_task: dict[str, float | None] = field(default_factory=dict)
 
 
 async def submit_and_wait(client: Client, i: int) -> float:
@@ -111,22 +121,45 @@ def _peaks(pids: dict[str, int]) -> dict[str, float]:
     return {name: round(mib, 1) for name, mib in peaks.items() if mib is not None}
 
 
+# after the warm-up and after the load: lets the last tasks' trailing messages (the
+# outcome reaches the client before the task manager's events reach the allocator) land
+# in the window they belong to
+SETTLE_S = 0.5
+
+
 async def measure(fleet: RunningFleet, options: RallyOptions, replicas: int) -> RallyRun:
     client = fleet.client
+    install()  # this process's publishes: the client's
 
     async def warm(i: int) -> None:
         await submit_and_wait(client, -1 - i)
 
     await pipelined(options.warmup, options.window, warm)
     fleet.check_alive()
+    await asyncio.sleep(SETTLE_S)
+    ports = fleet.metrics_ports.values()
+    kinds = cpu.pids_by_kind(
+        fleet.worker_pids(),
+        fleet.agent_pids().values(),
+        os.getpid(),
+        cpu.broker_pids(fleet.amqp_url),
+    )
+    counts_before = await tally.snapshot(ports)
+    position_before = await fleet.store.last_position()
+    cpu_before = cpu.sample(kinds)
     profiling: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if options.profile_dir is not None:
         pids = {**fleet.worker_pids(), **fleet.agent_pids(), "client": os.getpid()}
         profiling = Profilers(options.profile_dir, pids)
     with profiling:
         load = await saturated(client, options.tasks, options.window)
+    cpu_after = cpu.sample(kinds)
     # VmHWM is the peak so far: read right after the load, while the processes live
     workers, agents = _peaks(fleet.worker_pids()), _peaks(fleet.agent_pids())
+    await asyncio.sleep(SETTLE_S)
+    counts_after = await tally.snapshot(ports)
+    events = await fleet.store.last_position() - position_before
+    delta = None if counts_before is None or counts_after is None else counts_after - counts_before
     sequential = await one_in_flight(client, options.sequential) if options.sequential else []
     fleet.check_alive()
     return RallyRun(
@@ -139,6 +172,8 @@ async def measure(fleet: RunningFleet, options: RallyOptions, replicas: int) -> 
         worker_peak_rss_mib=workers,
         agent_peak_rss_mib=agents,
         tasks_per_s_by_fifth=rates_by_part(load.finished_at),
+        per_task=tally.per_task(delta, options.tasks, events),
+        cpu_ms_per_task=cpu.ms_per_task(cpu_before, cpu_after, options.tasks),
     )
 
 

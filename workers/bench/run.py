@@ -101,6 +101,7 @@ class Bench:
             pool=o.celery_pool,
             concurrency=o.celery_concurrency,
             warmup=o.warmup,
+            sequential=o.sequential,
             timeout_s=o.timeout_s,
             scratch=o.scratch,
         )
@@ -131,7 +132,7 @@ class Bench:
                 )
                 if run_c is not None:
                     c.celery.append(run_c)
-                    self.progress(f"  celery: {run_c.tasks_per_s:,.0f} tasks/s")
+                    self.progress(_celery_line(run_c))
 
     async def scaling(self) -> None:
         o, c = self.options, self.collected
@@ -196,11 +197,27 @@ def _floor_line(run: FloorRun) -> str:
 
 
 def _rally_line(run: RallyRun) -> str:
-    one = f"{run.p50_ms_one_in_flight:.1f} ms" if run.p50_ms_one_in_flight is not None else "-"
+    per = run.per_task
+    cost = ", ".join(
+        f"{per.get(name) if per.get(name) is not None else 'n/a'} {name}"
+        for name in ("publishes", "deliveries", "appends")
+    )
+    total = run.cpu_ms_per_task.get("total")
+    cpu = f"{total:.2f} CPU ms" if total is not None else "CPU ms n/a"
     return (
         f"  rallypoint: {run.tasks_per_s:,.0f} tasks/s (p50 {run.p50_ms:.0f} ms,"
-        f" p99 {run.p99_ms:.0f} ms, one in flight {one})"
+        f" p99 {run.p99_ms:.0f} ms, one in flight {_ms(run.p50_ms_one_in_flight)});"
+        f" per task {cost}, {cpu}"
     )
+
+
+def _celery_line(run: CeleryRun) -> str:
+    one = run.p50_ms_one_in_flight
+    return f"  celery: {run.tasks_per_s:,.0f} tasks/s (one in flight {_ms(one)})"
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:.1f} ms" if value is not None else "-"
 
 
 def quick_or_not(options: BenchOptions) -> BenchOptions:

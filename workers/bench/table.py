@@ -27,6 +27,32 @@ def _rows(rows: list[tuple[str, str]]) -> list[str]:
     return [f"  {label:<{width}}  {value}" for label, value in rows]
 
 
+def _na(section: dict[str, Any] | None, name: str, unit: str = "") -> str:
+    """A figure, or n/a where it could not be measured here (no counter, no /proc entry)."""
+    if section is None or section.get(name) is None:
+        return "n/a"
+    return _figure(section, name, unit)
+
+
+def cost_lines(rally: dict[str, Any]) -> list[str]:
+    per_task, cpu = rally.get("per_task"), rally.get("cpu_ms_per_task")
+    lines = ["", "cost of one task (saturated run)"]
+    rows = [
+        (f"{label} per task", _na(per_task, name))
+        for label, name in (
+            ("messages published", "publishes"),
+            ("  of them unroutable", "unroutable"),
+            ("AMQP publishes (a bundle once)", "broker_publishes"),
+            ("messages delivered", "deliveries"),
+            ("store appends (handler calls)", "appends"),
+            ("events recorded", "events"),
+        )
+    ]
+    kinds = [k for k in (cpu or {}) if not k.endswith(("_min", "_max"))]
+    rows += [(f"CPU ms per task: {kind}", _na(cpu, kind)) for kind in kinds]
+    return lines + _rows(rows)
+
+
 def format_table(report: dict[str, Any]) -> str:
     floor, rally, celery = report["floor"], report["rallypoint"], report["celery"]
     memory, machine = report["memory"], report["machine"]
@@ -67,11 +93,13 @@ def format_table(report: dict[str, Any]) -> str:
             ("rallypoint p50 saturated", _figure(rally, "p50_ms", " ms")),
             ("rallypoint p99 saturated", _figure(rally, "p99_ms", " ms")),
             ("rallypoint p50 one in flight", _figure(rally, "p50_ms_one_in_flight", " ms")),
+            ("celery p50 one in flight", _figure(celery, "p50_ms_one_in_flight", " ms")),
             ("floor round trip p50 saturated", _figure(floor, "p50_ms", " ms")),
             ("floor round trip p99 saturated", _figure(floor, "p99_ms", " ms")),
             ("floor round trip p50 one in flight", _figure(floor, "p50_ms_one_in_flight", " ms")),
         ]
     )
+    lines += cost_lines(rally)
     lines += ["", "floor, one way"]
     lines += _rows(
         [
