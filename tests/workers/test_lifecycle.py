@@ -23,7 +23,7 @@ async def test_submit_place_run_succeed_and_tell_the_submitter(
     outcome = await client.wait_for(lambda box: box.of(TaskOutcome))
     assert outcome[0].state == "succeeded"
     assert outcome[0].result == {"echo": {"url": "x"}}
-    assert client.of(TaskAccepted)[0].task_id == submit.task_id
+    assert client.of(TaskAccepted) == []  # only a duplicate hears TaskAccepted
     types = await history.types(f"task-{submit.task_id}")
     assert types == ["TaskSubmitted", "TaskAssigned", "TaskStarted", "TaskSucceeded"]
     assigned = (await history.task(submit.task_id))[1]

@@ -33,18 +33,21 @@ from workers.tasks.domain import (
     Limits,
     decide,
     decide_agent_gone,
-    decide_submit,
     effects,
     stale,
 )
 from workers.tasks.state import Task, evolve, fold
+from workers.tasks.submit import Submitter, decide_submit
+
+ALICE = Submitter("alice")
+LIMIT = 1024 * 1024
 
 clock = ManualClock()
 
 
 def submitted(**kw: object) -> tuple[Task, SubmitTask]:
     cmd = SubmitTask(capability="c", backoff=Backoff(initial_s=1, factor=2), **kw)  # type: ignore[arg-type]
-    d = decide_submit(cmd, "client", Task(cmd.task_id), {}, None, clock.now())
+    d = decide_submit(cmd, ALICE, Task(cmd.task_id), {}, None, clock.now(), LIMIT)
     return fold(cmd.task_id, d.appends[0].events), cmd
 
 
@@ -175,7 +178,7 @@ def test_cancel_running_stops_agent_and_tells_submitter() -> None:
 def test_dependencies_wait_then_ready_or_cancelled() -> None:
     dep, _ = submitted()
     cmd = SubmitTask(capability="c", depends_on=(dep.task_id,))
-    d = decide_submit(cmd, "client", Task(cmd.task_id), {dep.task_id: dep}, None, clock.now())
+    d = decide_submit(cmd, ALICE, Task(cmd.task_id), {dep.task_id: dep}, None, clock.now(), LIMIT)
     assert [a.stream for a in d.appends] == [f"task-{cmd.task_id}", f"task-{dep.task_id}"]
     child = fold(cmd.task_id, d.appends[0].events)
     assert not child.ready
@@ -193,7 +196,7 @@ def test_dependency_already_dead_cancels_at_submit() -> None:
     dep, _ = submitted()
     dep = apply(assigned(dep), [TaskDead(task_id=dep.task_id, attempt=1, error="e")])
     cmd = SubmitTask(capability="c", depends_on=(dep.task_id,))
-    d = decide_submit(cmd, "client", Task(cmd.task_id), {dep.task_id: dep}, None, clock.now())
+    d = decide_submit(cmd, ALICE, Task(cmd.task_id), {dep.task_id: dep}, None, clock.now(), LIMIT)
     assert types(d.appends[0].events) == ["TaskSubmitted", "TaskCancelled"]
     assert any(isinstance(f.payload, TaskOutcome) for f in d.effects)
 
@@ -201,7 +204,7 @@ def test_dependency_already_dead_cancels_at_submit() -> None:
 def test_repeated_key_answers_with_the_existing_task() -> None:
     first, _ = submitted(idempotency_key="k")
     cmd = SubmitTask(capability="c", idempotency_key="k")
-    d = decide_submit(cmd, "client", Task(cmd.task_id), {}, first, clock.now())
+    d = decide_submit(cmd, ALICE, Task(cmd.task_id), {}, first, clock.now(), LIMIT)
     assert d.appends == []
     assert d.duplicate_of == first.task_id
     (accepted,) = [f.payload for f in d.effects]

@@ -11,14 +11,13 @@ for the refused assignment stay stale.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from uuid import UUID
 
 from contracts import (
+    DEFAULT_MAX_BYTES,
     CancelTask,
     DependencyResolved,
-    DependentAdded,
     Event,
     RejectAssignment,
     ReportTaskFailed,
@@ -27,24 +26,21 @@ from contracts import (
     ReportTaskSucceeded,
     ResolveDependency,
     StopTask,
-    SubmitTask,
-    TaskAccepted,
     TaskCancelled,
     TaskDead,
     TaskFailed,
-    TaskKeyClaimed,
     TaskOutcome,
     TaskProgressed,
     TaskReady,
     TaskRequeued,
     TaskRetryScheduled,
     TaskStarted,
-    TaskSubmitted,
     TaskSucceeded,
     TaskTimerDue,
 )
 from workers.runtime.messages import Effect
-from workers.tasks.state import ACTIVE, Task, evolve, key_stream, stream_of
+from workers.tasks.sizes import outcome_bytes
+from workers.tasks.state import ACTIVE, Task
 
 Report = (
     ReportTaskStarted
@@ -64,6 +60,18 @@ TIMER_SLACK_S = 0.05
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_result_bytes: int = 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_BYTES  # the broker's (BrokerSettings)
+
+
+def refuse_cancel(task: Task, principal: str | None, service: bool) -> str | None:
+    """Why this sender may not cancel the task (None: it may, or there is nothing to cancel).
+
+    Only the task's owner (its broker-vouched submitter) or a service user may.
+    """
+    if service or not task.submitted or (principal is not None and principal == task.owner):
+        return None
+    who = f"broker user {principal!r}" if principal else "an anonymous sender"
+    return f"{who} may not cancel task {task.task_id}: only its submitter or a service user may"
 
 
 def stale(task: Task, report: Report) -> str | None:
@@ -111,9 +119,8 @@ def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits(
             ]
         case ReportTaskSucceeded():
             started = _implied_start(task, agent, now)
-            size = len(_COMPACT.encode(command.result).encode())
-            if size > limits.max_result_bytes:
-                error = f"result too large: {size} bytes > {limits.max_result_bytes}"
+            error = _result_too_large(task, command, limits)
+            if error is not None:
                 # the same work would produce the same result: retrying cannot help
                 return started + _failed(task, now, agent, error, "ResultTooLarge", retryable=False)
             return [
@@ -134,6 +141,18 @@ def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits(
                 )
             ]
     raise TypeError(f"task manager cannot decide {type(command).__name__}")
+
+
+def _result_too_large(task: Task, report: ReportTaskSucceeded, limits: Limits) -> str | None:
+    size = len(_COMPACT.encode(report.result).encode())
+    if size > limits.max_result_bytes:
+        return f"result too large: {size} bytes > {limits.max_result_bytes}"
+    # the outcome notice carries the result re-encoded in an envelope: it must fit too
+    size = outcome_bytes(task.task_id, task.attempt, report.result)
+    if size > limits.max_message_bytes:
+        limit = limits.max_message_bytes
+        return f"result too large: its TaskOutcome would be {size} bytes > the limit {limit}"
+    return None
 
 
 def _implied_start(task: Task, agent: str, now: datetime) -> list[Event]:
@@ -222,97 +241,6 @@ def _timer(task: Task, timer: TaskTimerDue, now: datetime) -> list[Event]:
     else:
         error = f"not started within {task.timeout_s:g}s"
     return _failed(task, now, task.agent_id, error, "Timeout", retryable=True)
-
-
-# ---- submit: several streams at once ----
-
-
-@dataclass(frozen=True, slots=True)
-class Append:
-    stream: str
-    expected_version: int | None
-    events: list[Event]
-
-
-@dataclass(slots=True)
-class SubmitDecision:
-    appends: list[Append] = field(default_factory=list)
-    effects: list[Effect] = field(default_factory=list)
-    duplicate_of: UUID | None = None
-
-
-def decide_submit(
-    cmd: SubmitTask,
-    sender: str,
-    task: Task,
-    deps: dict[UUID, Task],
-    key_owner: Task | None,
-    now: datetime,
-) -> SubmitDecision:
-    """Record a new task; a repeated key or task id answers with the task that exists.
-
-    ``deps`` holds the current state of each dependency, ``key_owner`` the task
-    that already claimed the idempotency key (None if the key is free).
-    """
-    inbox = cmd.reply_to or sender
-    existing = key_owner if key_owner is not None else (task if task.submitted else None)
-    if existing is not None:
-        notice = TaskAccepted(task_id=cmd.task_id, duplicate_of=existing.task_id)
-        answers = [Effect(notice, to=inbox)]
-        if existing.terminal:  # the first submitter may be gone: tell this one the outcome
-            answers.append(Effect(outcome_of(existing), to=inbox))
-        return SubmitDecision(effects=answers, duplicate_of=existing.task_id)
-
-    decision = SubmitDecision()
-    resolved: list[UUID] = []
-    waiting: list[Task] = []
-    broken: str | None = None
-    for dep_id in dict.fromkeys(cmd.depends_on):
-        dep = deps[dep_id]
-        if dep_id == cmd.task_id:
-            broken = "a task cannot depend on itself"
-        elif dep.state == "succeeded":
-            resolved.append(dep_id)
-        elif dep.terminal:
-            broken = f"dependency {dep_id} ended {dep.state}: {dep.reason}"
-        else:
-            waiting.append(dep)  # unfinished, or not submitted yet (a forward reference)
-        if broken:
-            break
-
-    submitted = TaskSubmitted(
-        task_id=cmd.task_id,
-        capability=cmd.capability,
-        payload=cmd.payload,
-        priority=cmd.priority,
-        idempotency_key=cmd.idempotency_key,
-        timeout_s=cmd.timeout_s,
-        max_attempts=cmd.max_attempts,
-        backoff=cmd.backoff,
-        depends_on=cmd.depends_on,
-        resources=cmd.resources,
-        submitted_by=sender,
-        reply_to=cmd.reply_to,
-        ready=not waiting and broken is None,
-    )
-    events: list[Event] = [submitted]
-    events += [DependencyResolved(task_id=cmd.task_id, dependency=d) for d in resolved]
-    if broken is not None:
-        events.append(TaskCancelled(task_id=cmd.task_id, reason=broken))
-    else:
-        for dep in waiting:
-            added = DependentAdded(task_id=dep.task_id, dependent=cmd.task_id)
-            decision.appends.append(Append(stream_of(dep.task_id), dep.version, [added]))
-    decision.appends.insert(0, Append(stream_of(cmd.task_id), task.version, events))
-    if cmd.idempotency_key is not None:
-        claim = TaskKeyClaimed(idempotency_key=cmd.idempotency_key, task_id=cmd.task_id)
-        decision.appends.append(Append(key_stream(cmd.idempotency_key), 0, [claim]))
-    decision.effects.append(Effect(TaskAccepted(task_id=cmd.task_id), to=inbox))
-    after = task
-    for event in events:
-        after = evolve(after, event)
-    decision.effects += effects(task, events, after)
-    return decision
 
 
 # ---- side effects of recorded events ----

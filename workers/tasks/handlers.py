@@ -13,12 +13,13 @@ from uuid import UUID
 
 import structlog
 
-from broker.errors import PublishFailed
+from broker.errors import PublishFailed, Reject, Retry
 from broker.logs import bind_message_fields
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
 from contracts import (
     CancelTask,
+    QueryTask,
     RejectAssignment,
     ReportTaskFailed,
     ReportTaskProgress,
@@ -37,12 +38,15 @@ from workers.runtime.settings import WorkerSettings
 from workers.store.base import EventStore, StreamAppend
 from workers.store.errors import ConcurrencyError
 from workers.tasks.cache import TaskCache
-from workers.tasks.domain import Command, Limits, decide, decide_submit, effects, stale
+from workers.tasks.domain import Command, Limits, decide, effects, refuse_cancel, stale
+from workers.tasks.queries import TaskQueries
 from workers.tasks.state import Task, evolve, fold, key_stream, stream_of
+from workers.tasks.submit import Submitter, decide_submit
 
 log = structlog.get_logger(__name__)
 
 WORKER = "tasks"
+SECURITY = "security"  # the dead-letter reason of a refused message (as broker/identity.py's)
 REPORTS = (ReportTaskStarted, ReportTaskProgress, ReportTaskSucceeded, ReportTaskFailed)
 
 
@@ -61,7 +65,10 @@ class TaskManager:
         self.clock = clock
         self.settings = settings
         self.replica = replica
-        self.limits = Limits(max_result_bytes=settings.max_result_bytes)
+        self.limits = Limits(
+            max_result_bytes=settings.max_result_bytes,
+            max_message_bytes=settings.broker.max_message_bytes,
+        )
         # this replica's messages for one task take turns instead of racing into conflicts
         self._streams = KeyedLocks()
         self.cache = TaskCache()
@@ -71,6 +78,7 @@ class TaskManager:
         router.add(SubmitTask, self.on_submit)
         for cls in (*REPORTS, RejectAssignment, CancelTask, ResolveDependency, TaskTimerDue):
             router.add(cls, self.on_command)
+        router.add(QueryTask, TaskQueries(self.store, self.publisher).on_query)
         return router
 
     async def load(self, task_id: UUID, known: Task | None = None) -> Task:
@@ -91,14 +99,14 @@ class TaskManager:
 
         async def attempt() -> None:
             remembered = self.cache.get(cmd.task_id)
-            decision = None if remembered is None else self._decide(remembered, cmd)
+            decision = None if remembered is None else self._decide(remembered, cmd, incoming)
             if remembered is not None and isinstance(decision, tuple):
                 task = remembered
             else:
                 # no memory of it, or memory says "nothing to do": only the store may say that
                 # (what it remembers is true up to its version: read only what came after)
                 task = await self.load(cmd.task_id, remembered)
-                decision = self._decide(task, cmd)
+                decision = self._decide(task, cmd, incoming)
             if not isinstance(decision, tuple):
                 if decision is not None:
                     self._log_stale(task, cmd, decision)
@@ -129,8 +137,19 @@ class TaskManager:
                 attempt, attempts=self.settings.conflict_attempts, what=f"task {cmd.task_id}"
             )
 
-    def _decide(self, task: Task, cmd: Command) -> tuple[list[Any], Task] | str | None:
-        """The events and the state after them; why a report is stale; None: nothing to do."""
+    def _decide(
+        self, task: Task, cmd: Command, incoming: Incoming[Any]
+    ) -> tuple[list[Any], Task] | str | None:
+        """The events and the state after them; why a report is stale; None: nothing to do.
+
+        Raises Reject (reason ``security``) for a cancel from neither the owner nor a
+        service user: it is dead-lettered with why, and nothing is recorded.
+        """
+        if isinstance(cmd, CancelTask):
+            refusal = refuse_cancel(task, incoming.principal, incoming.service)
+            if refusal is not None:
+                log.warning("task.cancel_refused", principal=incoming.principal, error=refusal)
+                raise Reject(refusal, reason=SECURITY)
         if isinstance(cmd, (*REPORTS, RejectAssignment)):
             why = stale(task, cmd)
             if why is not None:
@@ -154,18 +173,29 @@ class TaskManager:
     # ---- submit: the task, its dependencies' streams and its key, in one append ----
     async def on_submit(self, incoming: Incoming[SubmitTask]) -> None:
         cmd = incoming.payload
-        sender = incoming.envelope.sender
+        by = Submitter(incoming.principal, incoming.service, incoming.envelope.sender)
         meta = metadata_for(incoming, worker=WORKER, replica=self.replica)
         bind_message_fields(task_id=str(cmd.task_id))
+        max_bytes = self.settings.broker.max_message_bytes
 
         async def record(task: Task, key_owner: Task | None, deps: dict[UUID, Task]) -> None:
-            decision = decide_submit(cmd, sender, task, deps, key_owner, self.clock.now())
-            if decision.duplicate_of is not None:
-                # nothing to record: answer directly (a redelivery answers again)
+            now = self.clock.now()
+            decision = decide_submit(cmd, by, task, deps, key_owner, now, max_bytes)
+            if decision.refused is not None:
+                refused = decision.refused
+                log.warning("task.submit_refused", reason=refused.reason, error=refused.detail)
+            elif decision.duplicate_of is not None:
                 log.info("task.duplicate_submit", duplicate_of=str(decision.duplicate_of))
+            if decision.refused is not None or decision.duplicate_of is not None:
+                # nothing to record: answer directly (a redelivery answers again)
                 for effect in decision.effects:
                     await self._notify(incoming, effect.payload, effect.to)
                 return
+            unknown = decision.unknown_dependency
+            if unknown is not None and incoming.attempt < self.settings.broker.max_attempts:
+                # its dependency may be racing it through another replica: wait a little
+                # (the broker's retry back-off) before recording it cancelled for it
+                raise Retry(f"depends on unknown task {unknown}")
             appends = [
                 StreamAppend(a.stream, a.expected_version, [new_event(e) for e in a.events])
                 for a in decision.appends
@@ -204,8 +234,7 @@ class TaskManager:
                     pass
             task = await self.load(cmd.task_id)
             key_owner = await self._key_owner(cmd.idempotency_key)
-            deps = {d: await self.load(d) for d in dict.fromkeys(cmd.depends_on)}
-            await record(task, key_owner, deps)
+            await record(task, key_owner, await self._dependencies(cmd))
 
         streams = [str(cmd.task_id), *map(str, cmd.depends_on)]
         if cmd.idempotency_key is not None:
@@ -214,6 +243,15 @@ class TaskManager:
             await on_conflict_retry(
                 attempt, attempts=self.settings.conflict_attempts, what=f"submit {cmd.task_id}"
             )
+
+    async def _dependencies(self, cmd: SubmitTask) -> dict[UUID, Task]:
+        """Each dependency as recorded, up to the first one never submitted (that decides)."""
+        deps: dict[UUID, Task] = {}
+        for dep_id in dict.fromkeys(cmd.depends_on):
+            deps[dep_id] = dep = await self.load(dep_id)
+            if not dep.submitted or dep_id == cmd.task_id:
+                break
+        return deps
 
     async def _key_owner(self, key: str | None) -> Task | None:
         if key is None:

@@ -100,14 +100,14 @@ class Task:
 
     @property
     def inbox(self) -> str | None:
-        """Where the outcome goes: chosen at submit from the submitter's identity.
-
-        ``reply_to`` is recorded only for a service user's submit (see
-        ``decide_submit``), so what a plain user wrote there never picks an inbox.
-        """
+        """Where the outcome goes: the inbox ``decide_submit`` chose from the submitter's
+        broker identity and recorded as ``reply_to`` (so a plain user's envelope fields
+        never pick it)."""
         if self.spec is None:
             return None
-        return self.spec.reply_to or self.spec.submitted_by
+        if self.spec.submitted_at is None:  # recorded before: reply_to was the sender's word
+            return self.spec.reply_to or self.spec.submitted_by
+        return self.spec.reply_to
 
 
 def evolve(task: Task, event: Event) -> Task:
