@@ -101,3 +101,48 @@ async def test_lost_lease_tells_the_handler_and_fails_the_attempt(
     assert failed.payload.retryable is True
     assert not observer.of("ReleaseLease")  # nothing to give back: it is no longer ours
     assert not observer.of("ReportTaskSucceeded")
+
+
+async def test_a_lease_lost_for_another_token_leaves_the_held_lease_alone(
+    make_agent: MakeAgent, observer: Observer, notify: Notify
+) -> None:
+    # a RenewLease with a wrong token is answered with LeaseLost for that token (issue 14,
+    # item 10): the lease the agent holds, with its own token, is still the allocator's grant
+    agent = make_agent()
+    finish = asyncio.Event()
+
+    @agent.capability("gpu-job")
+    async def job(task: Task) -> int:
+        async with task.lease("gpu", ttl_s=0.6) as lease:
+            await finish.wait()
+            lease.check()
+            return lease.fencing_token
+
+    await agent.start()
+    assign = gpu_job()
+    await notify("agent-1", assign)
+    (ask,) = await observer.wait_for("AcquireLease")
+    lease_id = ask.payload.lease_id
+    await notify(
+        "agent-1",
+        LeaseAcquired(
+            resource="gpu",
+            lease_id=lease_id,
+            fencing_token=4,
+            expires_at=datetime.now(UTC) + timedelta(seconds=0.6),
+        ),
+    )
+    await notify(
+        "agent-1",
+        LeaseLost(resource="gpu", lease_id=lease_id, fencing_token=3, reason="not held"),
+    )
+    # renewing goes on after the stray loss, with the token it holds
+    before = len(observer.of("RenewLease"))
+    renewals = await observer.wait_for("RenewLease", count=before + 2, timeout=5)
+    assert {r.payload.fencing_token for r in renewals} == {4}
+    finish.set()
+    (done,) = await observer.wait_for("ReportTaskSucceeded", task_of(assign.task_id))
+    assert done.payload.result == 4
+    (release,) = await observer.wait_for("ReleaseLease")
+    assert (release.payload.lease_id, release.payload.fencing_token) == (lease_id, 4)
+    assert not observer.of("ReportTaskFailed")
