@@ -26,13 +26,15 @@ async def test_celery_runs_no_op_tasks_and_cleans_up(
         real_delete(app, queue)
 
     monkeypatch.setattr(celery_peer, "_delete", remember)
-    options = CeleryOptions(tasks=50, warmup=5, timeout_s=120, scratch=tmp_path)
+    options = CeleryOptions(tasks=50, warmup=5, sequential=5, timeout_s=120, scratch=tmp_path)
     run = await asyncio.to_thread(run_celery, amqp_url, options)
     assert run.tasks == 50
     assert run.tasks_per_s > 0
     assert run.pool == "threads"
     assert run.worker_peak_rss_mib is not None
     assert run.worker_peak_rss_mib > 0
+    assert run.p50_ms_one_in_flight is not None
+    assert run.p50_ms_one_in_flight > 0
     (queue,) = queues
     assert not await queue_exists(amqp_url, queue)
     for exchange in exchanges(queue):

@@ -29,6 +29,15 @@ async def test_rallypoint_measures_throughput_latency_and_memory(
     assert run.p50_ms_one_in_flight > 0
     assert set(run.worker_peak_rss_mib) == {"registry-0", "tasks-0", "allocator-0"}
     assert len(run.agent_peak_rss_mib) == 1
+    # the cost of a task, counted by the fleet itself: a plain task is published, delivered,
+    # appended and recorded; every process kind ran on the CPU
+    for figure in ("publishes", "deliveries", "appends", "events", "broker_publishes"):
+        assert run.per_task[figure] > 0, figure
+    assert run.per_task["unroutable"] is not None
+    assert run.per_task["publishes_by_type"]["SubmitTask"] >= 1
+    assert set(run.per_task["appends_by_worker"]) >= {"tasks"}
+    for kind in ("tasks", "allocator", "agent", "client"):
+        assert run.cpu_ms_per_task[kind] is not None, kind
     assert all(p.poll() is not None for p in processes)  # every process stopped
     assert not await exchange_exists(amqp_url, f"{namespace}.commands")
     assert not await queue_exists(amqp_url, f"{namespace}.q.tasks")

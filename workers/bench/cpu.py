@@ -85,7 +85,9 @@ def sample(kinds: Mapping[str, Sequence[int]]) -> Ticks:
     return out
 
 
-def ms_per_task(before: Ticks, after: Ticks, tasks: int) -> dict[str, float | None]:
+def ms_per_task(
+    before: Mapping[str, int | None], after: Mapping[str, int | None], tasks: int
+) -> dict[str, float | None]:
     """CPU milliseconds per task for each kind, and their ``total`` when every kind is known."""
     out: dict[str, float | None] = {}
     for kind in before.keys() | after.keys():
