@@ -10,7 +10,7 @@ from workers.bench import cpu
 from workers.bench.counting import BROKER_PUBLISHES, PUBLISHED, UNROUTABLE
 from workers.bench.options import BenchOptions
 from workers.bench.rallypoint import RallyRun
-from workers.bench.report import Collected, build_report
+from workers.bench.report import Collected, build_report, ratios_section
 from workers.bench.table import format_table
 from workers.bench.tally import Counts, parse, per_task, total
 
@@ -150,8 +150,6 @@ def test_one_in_flight_ratios_compare_the_medians() -> None:
     report = build_report(Collected(rallypoint=[_rally(6.0, 1.0)]), BenchOptions(), MACHINE, TIMING)
     report["floor"]["p50_ms_one_in_flight"] = 2.0
     report["celery"]["p50_ms_one_in_flight"] = 4.0
-    from workers.bench.report import ratios_section
-
     ratios = ratios_section(report)
     assert ratios["rallypoint_one_in_flight_vs_floor"] == 4.0
     assert ratios["rallypoint_one_in_flight_vs_celery"] == 2.0
