@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-import aio_pika
-
 from broker.access import AgentGrant, agent_grant, broker_user, check_provisionable
 from broker.connection import BrokerConnection
 from broker.declare import declare_queue, declare_topology
 from broker.identity import reserved_users
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from broker.transport_errors import TransportError, transport_errors
 
 PASSWORD_LENGTH = 32
 _ALPHABET = string.ascii_letters + string.digits  # nothing a shell, a URL or an option parser minds
@@ -211,13 +210,14 @@ async def declare_inbox(settings: BrokerSettings, agent_id: str) -> None:
     conn = await BrokerConnection(settings, role="provision").connect()
     inbox = conn.topology.inbox_queue(agent_id).name
     try:
-        await declare_topology(conn)
-        channel = await conn.channel(confirms=False)
-        await declare_queue(conn, channel, conn.topology.inbox_queue(agent_id))
-    except aio_pika.exceptions.AMQPError as exc:
+        with transport_errors():
+            await declare_topology(conn)
+            channel = await conn.channel(confirms=False)
+            await declare_queue(conn, channel, conn.topology.inbox_queue(agent_id))
+    except TransportError as exc:
         raise ProvisionError(
             f"could not declare the inbox {inbox} as broker user "
-            f"{broker_user(settings.amqp_url)!r} ({type(exc).__name__}: {exc}); "
+            f"{broker_user(settings.amqp_url)!r} ({exc}); "
             "set RALLY_AMQP_URL to a user that may declare queues"
         ) from None
     finally:

@@ -13,12 +13,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-import aio_pika
 import structlog
 
 from broker.errors import BrokerError
 from broker.logs import configure_logging
 from broker.metrics import port_number
+from broker.transport_errors import transport_errors
 from workers.runtime import gc_policy
 from workers.runtime.metrics import expose_worker
 from workers.runtime.services import run_services
@@ -42,12 +42,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     structlog.contextvars.bind_contextvars(worker="+".join(workers), replica=replica)
-    async with (
-        run_services(settings, workers=workers, replica=replica) as running,
-        expose_worker(running, metrics_port),
-    ):
-        await stop.wait()
-        log.info("worker.stopping")
+    with transport_errors():
+        async with (
+            run_services(settings, workers=workers, replica=replica) as running,
+            expose_worker(running, metrics_port),
+        ):
+            await stop.wait()
+            log.info("worker.stopping")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     serve(args.worker, args.replica, settings, metrics_port=args.metrics_port)
                 )
                 break
-            except (BrokerError, aio_pika.exceptions.AMQPError) as exc:
+            except BrokerError as exc:
                 # replicas started together can race RabbitMQ 3.10 into an INTERNAL_ERROR on
                 # their first consume of a new quorum queue; a moment later it works
                 if attempt == START_ATTEMPTS:
