@@ -97,6 +97,10 @@ class Allocator:
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._wake_at: datetime | None = None
+        # when something (an assignment, a pending task, a lease) next runs out of time, as of
+        # the last decision: before then no open task can be overdue, so none is looked for
+        self._due: datetime | None = None
+        self._due_known = False
 
     # ---- entry points ----
     async def on_batch(self, batch: Sequence[Incoming[Any]]) -> Mapping[int, BaseException]:
@@ -243,6 +247,8 @@ class Allocator:
             (task_id, _agent_gone(agent_id, why), "handed_back")
             for task_id, agent_id, why in orphaned(self.view)
         ]
+        if self._due_known and (self._due is None or self._due > now):
+            return out
         not_started, expired = overdue(self.view, now)
         aside = {t for t, until in self.view.set_aside.items() if until > now}
         not_started = [t for t in not_started if t not in aside]
@@ -341,7 +347,8 @@ class Allocator:
     # ---- waking up when time, not a message, changes a decision ----
     def _schedule(self, now: datetime) -> None:
         self.view.avoid = {k: t for k, t in self.view.avoid.items() if t > now}
-        self._wake_at = next_wakeup(self.view, now)
+        self._wake_at = self._due = next_wakeup(self.view, now)
+        self._due_known = True
         self._wake.set()
 
     def start_timer(self) -> None:

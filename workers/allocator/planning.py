@@ -263,6 +263,8 @@ def next_wakeup(proj: Projection, now: datetime) -> datetime | None:
     times += [t for t in proj.set_aside.values() if t > now]
     for open_task in proj.tasks.values():
         task = open_task.task
+        if proj.set_aside.get(task.task_id, now) > now:
+            continue  # looked at again when set_aside ends (counted above)
         if task.state == "assigned" and open_task.assigned_at is not None:
             deadline = placement.not_started_by(task, open_task.assigned_at)
             if deadline is not None:
