@@ -48,6 +48,19 @@ async def declare_queue(
     return conn.keep(await _declare(channel, conn.topology, spec, conn.settings.delivery_limit))
 
 
+async def declare_for_others(conn: BrokerConnection, spec: QueueSpec) -> None:
+    """Declare a queue that someone else will consume (`rally agents provision` declares an
+    agent's inbox), on a channel of its own, closed after."""
+    if spec.dead_letter:
+        await check_exchange(conn, conn.topology.dlx)
+    channel = await conn.connection.channel(publisher_confirms=False)
+    try:
+        await _declare(channel, conn.topology, spec, conn.settings.delivery_limit)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+
+
 async def _declare(
     channel: AbstractChannel, topology: Topology, spec: QueueSpec, delivery_limit: int
 ) -> AbstractQueue:

@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from broker.access import AgentGrant, agent_grant, broker_user, check_provisionable
 from broker.connection import BrokerConnection
-from broker.declare import declare_queue, declare_topology
+from broker.declare import declare_for_others, declare_topology
 from broker.identity import reserved_users
 from broker.settings import BrokerSettings
 from broker.topology import Topology
@@ -212,8 +212,7 @@ async def declare_inbox(settings: BrokerSettings, agent_id: str) -> None:
     try:
         with transport_errors():
             await declare_topology(conn)
-            channel = await conn.channel(confirms=False)
-            await declare_queue(conn, channel, conn.topology.inbox_queue(agent_id))
+            await declare_for_others(conn, conn.topology.inbox_queue(agent_id))
     except TransportError as exc:
         raise ProvisionError(
             f"could not declare the inbox {inbox} as broker user "
