@@ -50,12 +50,25 @@ def test_a_kind_with_an_unreadable_process_is_not_measured(tmp_path: Path) -> No
     assert sampled["broker"] is None  # no broker process found: not measured
 
 
-def test_the_broker_is_the_local_beam_process(tmp_path: Path) -> None:
-    for pid, command in ((10, b"/usr/lib/erlang/bin/beam.smp\0-s\0rabbit\0boot"), (11, b"sh\0")):
-        (tmp_path / str(pid)).mkdir()
+TCP = (
+    "  sl local_address rem_address st tx_queue rx_queue tr tm->when retrnsmt uid timeout inode\n"
+    "   0: 00000000:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000   999  0 4242 1\n"
+    "   1: 0100007F:1628 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   999  0 4343 1\n"
+)
+
+
+def test_the_broker_is_the_beam_process_listening_on_the_amqp_port(tmp_path: Path) -> None:
+    beam = b"/usr/lib/erlang/erts/bin/beam.smp\0-s\0rabbit\0boot"
+    # 10 serves 5672; 11 is another node (a test's cluster); 12 is not Erlang
+    for pid, command, socket in ((10, beam, 4242), (11, beam, 5151), (12, b"sh\0", 4242)):
+        (tmp_path / str(pid) / "fd").mkdir(parents=True)
         (tmp_path / str(pid) / "cmdline").write_bytes(command)
-    (tmp_path / "self").mkdir()
+        (tmp_path / str(pid) / "fd" / "7").symlink_to(f"socket:[{socket}]")
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(TCP)
+    assert cpu.parse_listeners(TCP.splitlines()[1:], 5672) == {"4242"}  # not the connection
     assert cpu.broker_pids("amqp://guest:guest@127.0.0.1:5672/", tmp_path) == [10]
+    assert cpu.broker_pids("amqp://guest:guest@127.0.0.1:5673/", tmp_path) == []
     assert cpu.broker_pids("amqp://guest:guest@rabbit.example:5672/", tmp_path) == []
 
 

@@ -42,21 +42,61 @@ def process_ticks(pid: int) -> int | None:
 
 
 def broker_pids(amqp_url: str, proc: Path = Path("/proc")) -> list[int]:
-    """The local RabbitMQ's Erlang VM; none when the broker is on another host."""
-    if (urlsplit(amqp_url).hostname or "") not in LOCAL_HOSTS:
+    """The local RabbitMQ node the bench uses: the ``beam.smp`` listening on the URL's port.
+
+    Other Erlang VMs come and go on a shared machine (``rabbitmqctl``, a test's
+    cluster nodes), so a name alone does not tell which one serves us; none when
+    the broker is on another host or its sockets cannot be read.
+    """
+    parts = urlsplit(amqp_url)
+    if (parts.hostname or "") not in LOCAL_HOSTS:
         return []
+    inodes = listening_inodes(parts.port or 5672, proc)
     pids: list[int] = []
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes()
+            name = (entry / "cmdline").read_bytes().split(b"\0", 1)[0]
+            if name.endswith(BROKER_PROCESS) and inodes & _socket_inodes(entry):
+                pids.append(int(entry.name))
         except OSError:
             continue
-        name = command.split(b"\0", 1)[0]
-        if name.endswith(BROKER_PROCESS) and b"rabbit" in command:
-            pids.append(int(entry.name))
     return sorted(pids)
+
+
+def listening_inodes(port: int, proc: Path = Path("/proc")) -> set[str]:
+    """Socket inodes of the TCP listeners on ``port`` (``/proc/net/tcp`` and ``tcp6``)."""
+    inodes: set[str] = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = (proc / "net" / table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        inodes |= parse_listeners(lines, port)
+    return inodes
+
+
+def parse_listeners(lines: Iterable[str], port: int) -> set[str]:
+    """``sl local_address rem_address st ... inode``: state 0A is LISTEN, ports in hex."""
+    inodes: set[str] = set()
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            inodes.add(fields[9])
+    return inodes
+
+
+def _socket_inodes(process: Path) -> set[str]:
+    inodes: set[str] = set()
+    for fd in (process / "fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
 
 def kind_of(process: str) -> str:
