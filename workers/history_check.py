@@ -10,29 +10,47 @@ Promises checked:
 - no agent ever holds more assignments than its capacity;
 - no resource ever has more leases than its capacity;
 - every task an agent held when it was lost (or left without draining) was placed
-  again or ended.
+  again or ended;
+- every recorded event can be read back as its contract.
+
+Records are decoded into their contract models; a task's state is the tasks
+domain's one fold (``workers.tasks.state``) and an agent's the registry's
+(``workers.registry.state``). The checker adds only what the promises need
+beside them: which tasks each agent holds, and what has already ended.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from uuid import UUID
 
-TERMINAL = frozenset({"TaskSucceeded", "TaskCancelled", "TaskDead"})
-ATTEMPT_ENDS = frozenset(
-    {"TaskSucceeded", "TaskFailed", "TaskCancelled", "TaskDead", "TaskRequeued"}
+from contracts import (
+    AgentLeft,
+    AgentLost,
+    ContractError,
+    Event,
+    LeaseExpired,
+    LeaseGranted,
+    LeaseReleased,
+    ResourceDeclared,
+    TaskAssigned,
+    TaskCancelled,
+    TaskDead,
+    TaskFailed,
+    TaskSubmitted,
+    TaskSucceeded,
 )
+from workers.registry import state as registry
+from workers.runtime.messages import load_event
+from workers.store.base import RecordedEvent
+from workers.tasks.placement import task_of
+from workers.tasks.state import ACTIVE, Task, evolve
 
-
-class HistoryEvent(Protocol):
-    @property
-    def position(self) -> int: ...
-    @property
-    def type(self) -> str: ...
-    @property
-    def data(self) -> Mapping[str, Any]: ...
+TERMINAL_EVENTS = (TaskSucceeded, TaskCancelled, TaskDead)
+# their type names: the keys of HistoryReport.terminal and the values of its states
+TERMINAL = frozenset(t.type_name() for t in TERMINAL_EVENTS)
 
 
 @dataclass
@@ -55,103 +73,137 @@ class HistoryReport:
         return [task for task, state in self.states.items() if not state]
 
 
-def check_history(events: Iterable[HistoryEvent]) -> HistoryReport:
-    report = HistoryReport()
-    capacity: dict[str, int] = {}
-    resource_capacity: dict[str, int] = {}
-    load: Counter[str] = Counter()
-    leases: Counter[str] = Counter()
-    live_leases: set[str] = set()
-    holder: dict[str, str] = {}
-    terminal_count: Counter[str] = Counter()
-    orphaned: dict[str, str] = {}  # task -> agent it was taken from
-    after_loss_placed: set[str] = set()
-    held_by: defaultdict[str, set[str]] = defaultdict(set)
+def check_history(events: Iterable[RecordedEvent]) -> HistoryReport:
+    checker = _Checker()
+    for record in sorted(events, key=lambda e: e.position):
+        checker.apply(record)
+    return checker.finish()
 
-    for event in sorted(events, key=lambda e: e.position):
-        data, kind = event.data, event.type
-        task = str(data.get("task_id", ""))
-        if kind in ("AgentJoined", "AgentUpdated"):
-            capacity[str(data["agent_id"])] = int(data["capacity"])
-        elif kind == "ResourceDeclared":
-            resource_capacity[str(data["resource"])] = int(data["capacity"])
-        elif kind == "TaskSubmitted":
-            report.submitted += 1
-            report.states.setdefault(task, "")
-        elif kind == "TaskAssigned":
-            agent = str(data["agent_id"])
-            report.assignments += 1
-            if terminal_count[task]:
-                report.violations.append(f"task {task} assigned after it ended")
-            if task in holder:
-                report.violations.append(
-                    f"task {task} assigned to {agent} while held by {holder[task]}"
-                )
-            holder[task] = agent
-            held_by[agent].add(task)
-            load[agent] += 1
-            report.max_agent_load[agent] = max(report.max_agent_load.get(agent, 0), load[agent])
-            cap = capacity.get(agent)
-            if cap is not None and load[agent] > cap:
-                report.violations.append(f"agent {agent} over capacity: {load[agent]} > {cap}")
-            if task in orphaned and orphaned[task] != agent:
-                after_loss_placed.add(task)
-        elif kind == "LeaseGranted":
-            resource = str(data["resource"])
-            live_leases.add(str(data["lease_id"]))
-            leases[resource] += 1
-            report.max_resource_use[resource] = max(
-                report.max_resource_use.get(resource, 0), leases[resource]
+
+def _holder(task: Task) -> str | None:
+    """The agent holding the task's current attempt, by the task fold."""
+    return task.agent_id if task.state in ACTIVE else None
+
+
+@dataclass
+class _Checker:
+    report: HistoryReport = field(default_factory=HistoryReport)
+    tasks: dict[UUID, Task] = field(default_factory=dict)
+    agents: dict[str, registry.Agent] = field(default_factory=dict)
+    held_by: defaultdict[str, set[UUID]] = field(default_factory=lambda: defaultdict(set))
+    # terminal events per task: the fold keeps only the last state, the promise counts them
+    ended: Counter[UUID] = field(default_factory=Counter)
+    orphaned: dict[UUID, str] = field(default_factory=dict)  # task -> agent it was taken from
+    placed_again: set[UUID] = field(default_factory=set)
+    resource_capacity: dict[str, int] = field(default_factory=dict)
+    leases: Counter[str] = field(default_factory=Counter)
+    live_leases: set[UUID] = field(default_factory=set)
+
+    def apply(self, record: RecordedEvent) -> None:
+        try:
+            event = load_event(record)
+        except (ContractError, TypeError) as exc:
+            self.report.violations.append(
+                f"{record.type} at position {record.position} ({record.stream}) "
+                f"cannot be read: {exc}"
             )
-            cap = resource_capacity.get(resource)
-            if cap is not None and leases[resource] > cap:
-                report.violations.append(
-                    f"resource {resource} over capacity: {leases[resource]} > {cap}"
-                )
-        elif kind in ("LeaseReleased", "LeaseExpired"):
-            lease = str(data["lease_id"])
-            if lease in live_leases:
-                live_leases.discard(lease)
-                leases[str(data["resource"])] -= 1
-        elif kind in ("AgentLost", "AgentLeft"):
-            agent = str(data["agent_id"])
-            for held in held_by.get(agent, set()):
-                if holder.get(held) == agent and not terminal_count[held]:
-                    orphaned[held] = agent
-        if kind == "TaskFailed":
-            report.failed_attempts += 1
-        if kind in ATTEMPT_ENDS and task in holder:
-            agent = holder.pop(task)
-            held_by[agent].discard(task)
-            load[agent] -= 1
-        if kind in TERMINAL:
-            terminal_count[task] += 1
-            report.terminal[kind] += 1
-            if terminal_count[task] > 1:
-                report.violations.append(f"task {task} ended twice (again with {kind})")
-            report.states[task] = kind
+            return
+        task_id = task_of(record.stream)
+        agent_id = registry.agent_of(record.stream)
+        if task_id is not None:
+            self._task(task_id, event)
+        elif agent_id is not None:
+            self._agent(agent_id, event)
+        else:
+            self._resource(event)
 
-    report.reassigned = len(after_loss_placed)
-    for task, agent in orphaned.items():
-        if task not in after_loss_placed and not terminal_count[task]:
-            report.violations.append(f"task {task} of lost agent {agent} was never placed again")
-    for task in report.unfinished():
-        report.violations.append(f"task {task} never reached a terminal state")
-    return report
+    def _task(self, task_id: UUID, event: Event) -> None:
+        report, key = self.report, str(task_id)
+        before = self.tasks.get(task_id) or Task(task_id)
+        after = self.tasks[task_id] = evolve(before, event)
+        match event:
+            case TaskSubmitted():
+                report.submitted += 1
+                report.states.setdefault(key, "")
+            case TaskAssigned(agent_id=agent):
+                report.assignments += 1
+                if self.ended[task_id]:
+                    report.violations.append(f"task {key} assigned after it ended")
+                if (held := _holder(before)) is not None:
+                    report.violations.append(f"task {key} assigned to {agent} while held by {held}")
+                if self.orphaned.get(task_id, agent) != agent:
+                    self.placed_again.add(task_id)
+            case TaskFailed():
+                report.failed_attempts += 1
+        self._hold(task_id, _holder(before), _holder(after))
+        if isinstance(event, TERMINAL_EVENTS):
+            kind = event.type_name()
+            self.ended[task_id] += 1
+            report.terminal[kind] += 1
+            if self.ended[task_id] > 1:
+                report.violations.append(f"task {key} ended twice (again with {kind})")
+            report.states[key] = kind
+
+    def _hold(self, task_id: UUID, before: str | None, after: str | None) -> None:
+        """Move the task between agents' holdings as the fold's holder changes."""
+        if before == after:
+            return
+        if before is not None:
+            self.held_by[before].discard(task_id)
+        if after is None:
+            return
+        held = self.held_by[after]
+        held.add(task_id)
+        load, report = len(held), self.report
+        report.max_agent_load[after] = max(report.max_agent_load.get(after, 0), load)
+        agent = self.agents.get(after)
+        # capacity 0: the agent never joined, so it declared none to hold it to
+        if agent is not None and agent.capacity and load > agent.capacity:
+            report.violations.append(f"agent {after} over capacity: {load} > {agent.capacity}")
+
+    def _agent(self, agent_id: str, event: Event) -> None:
+        before = self.agents.get(agent_id) or registry.Agent(agent_id)
+        self.agents[agent_id] = registry.evolve(before, event)
+        match event:
+            case AgentLost() | AgentLeft():
+                for task_id in sorted(self.held_by.get(agent_id, ())):
+                    if not self.ended[task_id]:
+                        self.orphaned[task_id] = agent_id
+
+    def _resource(self, event: Event) -> None:
+        report = self.report
+        match event:
+            case ResourceDeclared(resource=resource):
+                self.resource_capacity[resource] = event.capacity
+            case LeaseGranted(resource=resource):
+                self.live_leases.add(event.lease_id)
+                self.leases[resource] += 1
+                use = self.leases[resource]
+                report.max_resource_use[resource] = max(
+                    report.max_resource_use.get(resource, 0), use
+                )
+                cap = self.resource_capacity.get(resource)
+                if cap is not None and use > cap:
+                    report.violations.append(f"resource {resource} over capacity: {use} > {cap}")
+            case LeaseReleased() | LeaseExpired():
+                if event.lease_id in self.live_leases:
+                    self.live_leases.discard(event.lease_id)
+                    self.leases[event.resource] -= 1
+
+    def finish(self) -> HistoryReport:
+        report = self.report
+        report.reassigned = len(self.placed_again)
+        for task_id, agent in self.orphaned.items():
+            if task_id not in self.placed_again and not self.ended[task_id]:
+                report.violations.append(
+                    f"task {task_id} of lost agent {agent} was never placed again"
+                )
+        for task in report.unfinished():
+            report.violations.append(f"task {task} never reached a terminal state")
+        return report
 
 
 # ---- against what was accepted, and effects applied twice ----
-
-
-class StoredEvent(HistoryEvent, Protocol):
-    """What the integrity check needs besides the type and data: where and why it was written."""
-
-    @property
-    def stream(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def metadata(self) -> Mapping[str, Any]: ...
 
 
 @dataclass
@@ -178,7 +230,7 @@ class Ledger:
         }
 
 
-def duplicate_effects(events: Iterable[StoredEvent]) -> list[str]:
+def duplicate_effects(events: Iterable[RecordedEvent]) -> list[str]:
     """Effects applied twice, and holes in a stream's versions.
 
     One message decides once: it never yields two events of the same type for

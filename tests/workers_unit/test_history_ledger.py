@@ -1,34 +1,23 @@
-"""The ledger side of the history check: accepted against recorded, and effects applied twice."""
+"""The ledger side of the history check: accepted against recorded, and effects applied twice.
+
+Histories are real contract events on their owners' streams (tests/support/recorded.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from uuid import UUID, uuid4
 
+from contracts import AgentLost, TaskProgressed, TaskReady
+from tests.support.recorded import Recorder, history, submitted, succeeded
 from workers.history_check import check_history, duplicate_effects, reconcile
+from workers.registry.state import stream_of as agent_stream
+from workers.tasks.state import stream_of
 
-
-@dataclass(frozen=True)
-class E:
-    position: int
-    type: str
-    data: dict[str, Any]
-    stream: str = "task-t1"
-    version: int = 1
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def submitted(task: str, position: int) -> E:
-    return E(position, "TaskSubmitted", {"task_id": task}, f"task-{task}", 1)
-
-
-def succeeded(task: str, position: int) -> E:
-    return E(position, "TaskSucceeded", {"task_id": task}, f"task-{task}", 2)
+A, B, MAYBE, X = uuid4(), uuid4(), uuid4(), uuid4()
 
 
 def test_accepted_and_ended_is_clean() -> None:
-    history = [submitted("a", 1), succeeded("a", 2)]
-    ledger = reconcile(check_history(history), ["a"])
+    ledger = reconcile(check_history(history(submitted(A), succeeded(A))), [str(A)])
     assert ledger.ok
     assert ledger.counts() == {
         "accepted": 1,
@@ -40,38 +29,45 @@ def test_accepted_and_ended_is_clean() -> None:
 
 
 def test_accepted_but_never_recorded_or_never_ended_is_lost() -> None:
-    ledger = reconcile(check_history([submitted("b", 1)]), ["a", "b"])
-    assert ledger.lost == ["task a accepted but never recorded", "task b accepted but never ended"]
+    ledger = reconcile(check_history(history(submitted(B))), [str(A), str(B)])
+    assert sorted(ledger.lost) == sorted(
+        [f"task {A} accepted but never recorded", f"task {B} accepted but never ended"]
+    )
     assert ledger.terminal == 0
 
 
 def test_unconfirmed_may_be_recorded_but_a_stranger_is_unexpected() -> None:
-    history = [submitted("maybe", 1), succeeded("maybe", 2), submitted("x", 3), succeeded("x", 4)]
-    ledger = reconcile(check_history(history), [], attempted=["maybe"])
-    assert ledger.unexpected == ["task x recorded but never sent"]
+    records = history(submitted(MAYBE), succeeded(MAYBE), submitted(X), succeeded(X))
+    ledger = reconcile(check_history(records), [], attempted=[str(MAYBE)])
+    assert ledger.unexpected == [f"task {X} recorded but never sent"]
 
 
 def test_a_task_ending_twice_is_a_duplicate() -> None:
-    history = [submitted("a", 1), succeeded("a", 2), E(3, "TaskSucceeded", {"task_id": "a"})]
-    ledger = reconcile(check_history(history), ["a"])
-    assert ledger.duplicated == ["task a ended twice (again with TaskSucceeded)"]
+    records = history(submitted(A), succeeded(A), succeeded(A))
+    ledger = reconcile(check_history(records), [str(A)])
+    assert ledger.duplicated == [f"task {A} ended twice (again with TaskSucceeded)"]
+    assert not ledger.ok
+
+
+def progressed(task: UUID, n: int) -> TaskProgressed:
+    return TaskProgressed(task_id=task, agent_id="x", attempt=1, progress=n / 10)
 
 
 def test_one_message_applied_twice_and_version_holes_are_found() -> None:
-    once = {"message_id": "m1"}
-    history = [
-        E(1, "TaskProgressed", {}, "task-a", 1, once),
-        E(2, "TaskProgressed", {}, "task-a", 2, once),  # the same report, again
-        E(3, "TaskProgressed", {}, "task-a", 3, {"message_id": "m2"}),
-        E(4, "TaskSubmitted", {}, "task-b", 1, once),  # one message, two streams: fine
-        E(5, "TaskReady", {}, "task-b", 3),  # version 2 is missing
-    ]
-    assert duplicate_effects(history) == [
-        "task-a: message m1 applied 2 times (TaskProgressed)",
-        "task-b: versions not contiguous from 1: [1, 3]",
+    recorder = Recorder()
+    a, b = stream_of(A), stream_of(B)
+    recorder.record((a, progressed(A, 1)), message_id="m1")
+    recorder.record((a, progressed(A, 2)), message_id="m1")  # the same report, again
+    recorder.record((a, progressed(A, 3)), message_id="m2")
+    recorder.record(submitted(B), message_id="m1")  # one message, two streams: fine
+    recorder.record((b, TaskReady(task_id=B)), version=3)  # version 2 is missing
+    assert duplicate_effects(recorder.records) == [
+        f"{a}: message m1 applied 2 times (TaskProgressed)",
+        f"{b}: versions not contiguous from 1: [1, 3]",
     ]
 
 
 def test_events_without_a_message_id_are_not_duplicates() -> None:
-    history = [E(1, "AgentLost", {}, "agent-x", 1), E(2, "AgentLost", {}, "agent-x", 2)]
-    assert duplicate_effects(history) == []
+    stream = agent_stream("x")
+    gone = (stream, AgentLost(agent_id="x", silent_for_s=3))
+    assert duplicate_effects(history(gone, gone)) == []
