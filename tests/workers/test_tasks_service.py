@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
@@ -64,6 +65,28 @@ async def test_dependency_chain_runs_in_order(history: History, agents: Any, cli
     records = await history.all()
     done = [load.task_id for load in _events(records, TaskSucceeded)]
     assert done == [a.task_id, b.task_id, c.task_id]
+
+
+async def test_a_dependent_racing_ahead_of_its_dependency_waits_for_it(
+    history: History, agents: Any, client: Inbox
+) -> None:
+    await agents("w", capabilities=("c",), capacity=3)
+    a = SubmitTask(capability="c", reply_to="client", backoff=FAST)
+    b = await submit(client, capability="c", depends_on=(a.task_id,))  # sent first
+    await client.publisher.send(a)  # type: ignore[attr-defined]
+    await client.wait_for(lambda box: outcome_of(box, b), timeout=30)
+    assert (outcome_of(client, a).state, outcome_of(client, b).state) == ("succeeded",) * 2
+
+
+async def test_unknown_dependencies_cancel_the_task_and_write_no_streams(
+    history: History, client: Inbox
+) -> None:
+    missing = [uuid4() for _ in range(50)]
+    cmd = await submit(client, capability="c", depends_on=tuple(missing))
+    outcome = await client.wait_for(lambda box: outcome_of(box, cmd), timeout=30)
+    assert outcome.state == "cancelled"
+    assert outcome.error == f"depends on unknown task {missing[0]}"
+    assert {r.stream for r in await history.all()} == {f"task-{cmd.task_id}"}
 
 
 async def test_failed_dependency_cancels_dependents_with_the_reason(
