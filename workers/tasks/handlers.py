@@ -46,6 +46,9 @@ from workers.tasks.submit import Submitter, decide_submit
 log = structlog.get_logger(__name__)
 
 WORKER = "tasks"
+# a dependent that names an unknown task waits for it 0.5 + 1 + 1.5 + 2 s (at the
+# default 5 attempts) before it is recorded cancelled
+UNKNOWN_DEP_RETRY_S = 0.5
 SECURITY = "security"  # the dead-letter reason of a refused message (as broker/identity.py's)
 REPORTS = (ReportTaskStarted, ReportTaskProgress, ReportTaskSucceeded, ReportTaskFailed)
 
@@ -195,7 +198,10 @@ class TaskManager:
             if unknown is not None and incoming.attempt < self.settings.broker.max_attempts:
                 # its dependency may be racing it through another replica: wait a little
                 # (the broker's retry back-off) before recording it cancelled for it
-                raise Retry(f"depends on unknown task {unknown}")
+                raise Retry(
+                    f"depends on unknown task {unknown}",
+                    after=UNKNOWN_DEP_RETRY_S * incoming.attempt,
+                )
             appends = [
                 StreamAppend(a.stream, a.expected_version, [new_event(e) for e in a.events])
                 for a in decision.appends
