@@ -35,8 +35,9 @@ from workers.tasks.domain import (
     decide_agent_gone,
     effects,
     stale,
+    timers_to_cancel,
 )
-from workers.tasks.state import Task, evolve, fold
+from workers.tasks.state import Task, evolve, fold, stream_of
 from workers.tasks.submit import Submitter, decide_submit
 
 ALICE = Submitter("alice")
@@ -235,3 +236,19 @@ def test_success_resolves_dependents() -> None:
     assert [type(f.payload).__name__ for f in fx] == ["TaskOutcome", "ResolveDependency"]
     assert isinstance(events[0], TaskSucceeded)
     _ = (TaskFailed, TaskReady, TaskRetryScheduled, TaskStarted)
+
+
+def test_timers_carry_their_stream_and_end_with_the_attempt_they_watch() -> None:
+    task = assigned(submitted(timeout_s=10)[0])
+    started = decide(task, report(task, ReportTaskStarted), clock.now())  # type: ignore[arg-type]
+    fx = effects(task, started, apply(task, started))
+    assert [f.timer_of for f in fx] == [stream_of(task.task_id)]
+    assert timers_to_cancel(task, apply(task, started)) == []  # the attempt goes on
+    run = apply(task, started)
+    done = decide(run, report(run, ReportTaskSucceeded, result=1), clock.now())  # type: ignore[arg-type]
+    assert timers_to_cancel(run, apply(run, done)) == [stream_of(task.task_id)]
+    failed = decide(run, report(run, ReportTaskFailed, error="e"), clock.now())  # type: ignore[arg-type]
+    # the failed attempt's time-out goes; the retry timer of the same append is new and stays
+    assert timers_to_cancel(run, apply(run, failed)) == [stream_of(task.task_id)]
+    retry = [f for f in effects(run, failed, apply(run, failed)) if f.not_before is not None]
+    assert [f.timer_of for f in retry] == [stream_of(task.task_id)]

@@ -293,6 +293,7 @@ class Allocator:
                     [new_event(e) for e in events],
                     metadata=self._meta(),
                     outbox=outbox,
+                    cancel_timers_of=placement.cancels_of(task, events),
                 )
             except ConcurrencyError:
                 continue

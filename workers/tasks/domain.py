@@ -40,7 +40,7 @@ from contracts import (
 )
 from workers.runtime.messages import Effect
 from workers.tasks.sizes import outcome_bytes
-from workers.tasks.state import ACTIVE, Task
+from workers.tasks.state import ACTIVE, Task, stream_of
 
 Report = (
     ReportTaskStarted
@@ -258,17 +258,22 @@ def outcome_of(task: Task) -> TaskOutcome:
 
 
 def effects(before: Task, events: list[Event], after: Task) -> list[Effect]:
-    """The messages the recorded events call for; committed in the same append (outbox)."""
+    """The messages the recorded events call for; committed in the same append (outbox).
+
+    Timers are tagged with the task's stream, so the append that ends what they watch
+    can take them back before they reach the broker (``timers_to_cancel``).
+    """
     out: list[Effect] = []
+    before_stream = stream_of(before.task_id)
     for event in events:
         match event:
             case TaskStarted() if after.state == "running" and after.attempt == event.attempt:
                 # (a task that also ended in this append needs no time-out)
                 timer = TaskTimerDue(task_id=event.task_id, attempt=event.attempt, timer="timeout")
-                out.append(Effect(timer, not_before=event.deadline))
+                out.append(Effect(timer, not_before=event.deadline, timer_of=before_stream))
             case TaskRetryScheduled():
                 timer = TaskTimerDue(task_id=event.task_id, attempt=event.attempt, timer="retry")
-                out.append(Effect(timer, not_before=event.not_before))
+                out.append(Effect(timer, not_before=event.not_before, timer_of=before_stream))
             case TaskCancelled() if event.agent_id is not None:
                 stop = StopTask(task_id=event.task_id, attempt=before.attempt, reason=event.reason)
                 out.append(Effect(stop, to=event.agent_id))
@@ -288,6 +293,19 @@ def effects(before: Task, events: list[Event], after: Task) -> list[Effect]:
             )
             out.append(Effect(resolve))
     return out
+
+
+def timers_to_cancel(before: Task, after: Task) -> list[str]:
+    """The streams whose waiting timers the append from ``before`` to ``after`` makes moot.
+
+    A time-out watches one attempt: once that attempt is over (ended, failed, requeued,
+    cancelled) its timer would only fire to be ignored. A timer the same append sets (the
+    next retry's) survives: the store cancels only rows written before the append.
+    """
+    attempt_over = before.state in ACTIVE and after.state not in ACTIVE
+    if attempt_over or (after.terminal and not before.terminal):
+        return [stream_of(after.task_id)]
+    return []
 
 
 def decide_agent_gone(task: Task, agent_id: str, why: str) -> list[Event]:

@@ -38,7 +38,15 @@ from workers.runtime.settings import WorkerSettings
 from workers.store.base import EventStore, StreamAppend
 from workers.store.errors import ConcurrencyError
 from workers.tasks.cache import TaskCache
-from workers.tasks.domain import Command, Limits, decide, effects, refuse_cancel, stale
+from workers.tasks.domain import (
+    Command,
+    Limits,
+    decide,
+    effects,
+    refuse_cancel,
+    stale,
+    timers_to_cancel,
+)
 from workers.tasks.queries import TaskQueries
 from workers.tasks.state import Task, evolve, fold, key_stream, stream_of
 from workers.tasks.submit import Submitter, decide_submit
@@ -125,6 +133,7 @@ class TaskManager:
                     outbox=outbox_messages(
                         effects(task, events, after), sender=WORKER, caused_by=incoming.envelope
                     ),
+                    cancel_timers_of=timers_to_cancel(task, after),
                 )
             except ConcurrencyError:
                 self.cache.forget(task.task_id)  # someone else wrote: reload on the next round

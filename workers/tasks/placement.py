@@ -24,7 +24,13 @@ from contracts import (
     TaskTimerDue,
 )
 from workers.runtime.messages import Effect
-from workers.tasks.domain import decide, decide_agent_gone, decide_pending_expired, effects
+from workers.tasks.domain import (
+    decide,
+    decide_agent_gone,
+    decide_pending_expired,
+    effects,
+    timers_to_cancel,
+)
 from workers.tasks.state import Task, evolve, stream_of
 
 __all__ = [
@@ -158,3 +164,11 @@ def effects_of(task: Task, events: list[Event]) -> list[Effect]:
     for event in events:
         after = evolve(after, event)
     return effects(task, events, after)
+
+
+def cancels_of(task: Task, events: list[Event]) -> list[str]:
+    """The streams whose waiting timers appending ``events`` to ``task`` makes moot."""
+    after = task
+    for event in events:
+        after = evolve(after, event)
+    return timers_to_cancel(task, after)
