@@ -83,6 +83,8 @@ async def _declare(
         )
     for exchange, key in spec.bindings:
         await queue.bind(exchange, routing_key=key)
+    for exchange, key in spec.retired:
+        await queue.unbind(exchange, routing_key=key)  # a no-op where it was never bound
     if spec.dead_letter:
         await queue.bind(topology.requeue, routing_key=topology.retry_binding_key(spec.name))
     return queue

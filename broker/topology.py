@@ -13,7 +13,7 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
     queues (durable quorum; work queues dead-letter at-least-once to ns.dlx)
       ns.q.registry    commands registry.#            single active consumer
       ns.q.tasks       commands tasks.#               competing consumers
-      ns.q.allocator   commands allocator.#, registry.Heartbeat
+      ns.q.allocator   commands allocator.#
                        + events ALLOCATOR_EVENT_KEYS  single active consumer
       ns.dashboard.<id> commands registry.Heartbeat   a dashboard's tap: exclusive,
                                                       no acks, bounded, drops oldest
@@ -25,7 +25,7 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -45,8 +45,11 @@ ALLOCATOR_EVENT_KEYS: tuple[str, ...] = (
     "agent.#",
     "resource.#",
 )
-# Heartbeats renew direct leases, so the allocator takes copies of the registry's.
-ALLOCATOR_COMMAND_KEYS: tuple[str, ...] = ("allocator.#", "registry.Heartbeat")
+# Agents renew direct leases with RenewLease; heartbeats are the registry's alone.
+ALLOCATOR_COMMAND_KEYS: tuple[str, ...] = ("allocator.#",)
+# Bindings earlier releases declared on the allocator's queue: unbound at declare, so an
+# upgraded allocator is not handed messages it no longer takes.
+ALLOCATOR_RETIRED_COMMAND_KEYS: tuple[str, ...] = ("registry.Heartbeat",)
 # Every binding on the events exchange, across every queue declared here.
 EVENT_SUBSCRIPTIONS: tuple[str, ...] = ALLOCATOR_EVENT_KEYS
 
@@ -79,6 +82,8 @@ class QueueSpec:
     expires_ms: int | None = None
     classic_exclusive: bool = False  # a client's private reply queue
     extra: dict[str, Any] = field(default_factory=dict)
+    # bindings an earlier release declared and this one removes at declare (rolling upgrades)
+    retired: tuple[tuple[str, str], ...] = ()
 
     @property
     def dlq(self) -> str:
@@ -210,13 +215,15 @@ class Topology:
         return QueueSpec(self.worker_queue(worker), bindings, single_active=single_active)
 
     def allocator_queue(self) -> QueueSpec:
-        """The allocator's one queue: its commands, heartbeat copies, and the events it follows."""
-        return self.work_queue(
+        """The allocator's one queue: its commands and the events it follows."""
+        spec = self.work_queue(
             "allocator",
             command_keys=ALLOCATOR_COMMAND_KEYS,
             event_keys=ALLOCATOR_EVENT_KEYS,
             single_active=True,
         )
+        retired = tuple((self.commands, k) for k in ALLOCATOR_RETIRED_COMMAND_KEYS)
+        return replace(spec, retired=retired)
 
     def dashboard_tap_queue(self, tap_id: str) -> QueueSpec:
         """A dashboard's private copy of the heartbeats; it takes nothing from the registry.

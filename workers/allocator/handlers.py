@@ -33,7 +33,6 @@ from contracts import (
     AcquireLease,
     DeclareResource,
     Event,
-    Heartbeat,
     ReleaseLease,
     RenewLease,
     TaskAssigned,
@@ -48,7 +47,6 @@ from workers.allocator.planning import (
     orphaned,
     overdue,
     place,
-    renew_agent_leases,
     settle_leases,
 )
 from workers.allocator.projection import Projection
@@ -107,14 +105,11 @@ class Allocator:
         """Decide over the batch; answers the items that failed, each alone (index -> error)."""
         commands: list[LeaseCommand] = []
         where: list[int] = []  # the batch index of each command
-        heartbeats: list[str] = []
         failures: dict[int, BaseException] = {}
         woken = False
         for index, incoming in enumerate(batch):
             payload = incoming.payload
-            if isinstance(payload, Heartbeat):
-                heartbeats.append(payload.agent_id)
-            elif isinstance(payload, COMMANDS):
+            if isinstance(payload, COMMANDS):
                 commands.append(payload)
                 where.append(index)
             elif payload.kind == "event":
@@ -123,24 +118,17 @@ class Allocator:
                 detail = f"the allocator does not handle {payload.type_name()}"
                 failures[index] = Reject(detail, reason="unknown_type")
         if not commands and not woken:
-            # heartbeats alone change nothing placement reads: renew direct leases, no I/O
-            async with self._lock:
-                now = self.clock.now()
-                for agent_id in heartbeats:
-                    renew_agent_leases(self.view, agent_id, now)
             return failures
-        failed = await self.run(commands, heartbeats)
+        failed = await self.run(commands)
         failures.update({where[i]: exc for i, exc in failed.items()})
         return failures
 
     async def tick(self) -> None:
         """Time passed (a lease expiry, a cool-down end): decide again with no new messages."""
         if self.active:
-            await self.run([], [])
+            await self.run([])
 
-    async def run(
-        self, commands: list[LeaseCommand], heartbeats: list[str]
-    ) -> dict[int, BaseException]:
+    async def run(self, commands: list[LeaseCommand]) -> dict[int, BaseException]:
         """One decision over everything known; answers the commands that failed (by index)."""
         async with self._lock:
             await self._hold_lease()
@@ -152,8 +140,6 @@ class Allocator:
             if first:
                 self._fresh_windows(now)
                 configured = self._configured()
-            for agent_id in heartbeats:
-                renew_agent_leases(self.view, agent_id, now)
             everything = configured + commands
             done = await self._rounds(
                 "commands", lambda plan: on_commands(self.view, everything, now, plan)

@@ -117,14 +117,6 @@ def _holder(proj: Projection, resource: str, lease_id: UUID, token: int) -> Hold
     return holder if holder is not None and holder.fencing_token == token else None
 
 
-def renew_agent_leases(proj: Projection, agent_id: str, now: datetime) -> None:
-    """A heartbeat renews every direct lease its agent holds."""
-    for view in proj.resources.values():
-        for holder in view.holders.values():
-            if holder.agent_id == agent_id and holder.task_id is None:
-                holder.expires_at = now + timedelta(seconds=holder.ttl_s)
-
-
 # ---- 2. leases that must end ----
 
 

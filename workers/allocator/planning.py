@@ -35,7 +35,6 @@ from workers.allocator.leases import (
     free_units,
     grant_waiters,
     on_commands,
-    renew_agent_leases,
     settle_leases,
 )
 from workers.allocator.plan import Plan, next_version, resource_stream
@@ -52,7 +51,6 @@ __all__ = [
     "orphaned",
     "overdue",
     "place",
-    "renew_agent_leases",
     "settle_leases",
     "why_waiting",
 ]

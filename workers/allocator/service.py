@@ -1,8 +1,9 @@
 """Allocator wiring: one queue (single active consumer) for its commands and the events it follows.
 
-Bound to ``allocator.#`` commands, to the agents' heartbeats (they renew
-direct leases), and to the task, agent and resource events that change what
-can be placed — so one process sees the whole picture, in one batch handler.
+Bound to ``allocator.#`` commands and to the task, agent and resource events
+that change what can be placed — so one process sees the whole picture, in one
+batch handler. Heartbeats are the registry's alone: agents renew direct leases
+with ``RenewLease``, and liveness reaches the allocator as agent events.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from workers.runtime.context import ServiceContext
 # what on_batch takes; any other type in the queue is dead-lettered unknown_type
 HANDLED = (
     *ALLOCATOR_TASK_EVENTS,
-    *("Heartbeat", "DeclareResource", "AcquireLease", "RenewLease", "ReleaseLease"),
+    *("DeclareResource", "AcquireLease", "RenewLease", "ReleaseLease"),
     *("AgentJoined", "AgentUpdated", "AgentDraining", "AgentLeft", "AgentLost"),
     *("ResourceDeclared", "LeaseRequested", "LeaseGranted", "LeaseReleased", "LeaseExpired"),
 )
