@@ -163,6 +163,6 @@ async def test_an_anonymous_due_at_is_ignored_and_the_message_handled_now(
         headers={h.DUE_AT: soon_ms(24 * 3600), h.ATTEMPT: -50},
     )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not await types(fleet, f"task-{task.task_id}"):
+    while time.monotonic() < deadline and not await types(fleet, f"task-{task.task_id}"):  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     assert (await types(fleet, f"task-{task.task_id}"))[:1] == ["TaskSubmitted"]
