@@ -23,6 +23,7 @@ from broker.identity import REPLAY_OF
 from broker.publisher import Publisher
 from broker.settings import BrokerSettings
 from contracts import (
+    AcquireLease,
     DeregisterAgent,
     Envelope,
     Event,
@@ -155,9 +156,10 @@ async def test_an_agent_acting_for_another_is_dead_lettered_and_the_victim_is_un
             )
         )
         await publisher.send(DeregisterAgent(agent_id=victim_id, drain=False))
+        await publisher.send(AcquireLease(resource="gpu", agent_id=victim_id))
 
         topology = broker.topology
-        wanted = {"registry": 2, "tasks": 1, "allocator": 1}  # the allocator follows heartbeats
+        wanted = {"registry": 2, "tasks": 1, "allocator": 1}
         taken = await asyncio.gather(
             *(
                 take(broker, f"{topology.worker_queue(worker)}.dlq", count, timeout=30)
@@ -174,7 +176,7 @@ async def test_an_agent_acting_for_another_is_dead_lettered_and_the_victim_is_un
             ("ReportTaskSucceeded", f"{refused} (ReportTaskSucceeded): {WHY}")
         ]
         assert security_letters(dead["allocator"]) == [
-            ("Heartbeat", f"{refused} (Heartbeat): {WHY}")
+            ("AcquireLease", f"{refused} (AcquireLease): {WHY}")
         ]
         for letters in dead.values():  # the dead letter names who sent it
             assert {(letter.headers or {})[ORIGINAL_USER_ID] for letter in letters} == {attacker_id}
