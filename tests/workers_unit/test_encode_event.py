@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from contracts import TaskSucceeded, decode
+from contracts.headers import POSITION, STREAM, VERSION
 from workers.runtime.messages import new_event
-from workers.runtime.outbox import POSITION, STREAM, VERSION, encode_event
+from workers.runtime.outbox import encode_event
 from workers.store import RecordedEvent
 
 
