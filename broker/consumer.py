@@ -63,10 +63,17 @@ class Consumer:
         batch_types: Iterable[str | type[Message]] | None = None,
         max_batch: int = 256,
         passive: bool = False,
+        wake_types: Iterable[str] = (),
+        on_wake: Callable[[str], None] | None = None,
     ) -> None:
         """``policy`` says whose headers are facts (default: RALLY_SERVICE_USERS and our own
         user); a batch consumer names the message types its ``batch_handler`` takes in
-        ``batch_types``: any other is dead-lettered ``unknown_type``."""
+        ``batch_types``: any other is dead-lettered ``unknown_type``.
+
+        ``wake_types`` are messages a worker only needs to hear of, not read (events it reads
+        from the store anyway): from a service user they are neither decoded nor handled;
+        ``on_wake(type)`` is called and the delivery acked. From anyone else they take the
+        usual path (decode, authorize: an event from a non-service user is refused)."""
         if batch_handler is not None and batch_types is None:
             raise ValueError(f"{spec.name}: a batch consumer names the types it handles")
         self.conn = conn
@@ -93,6 +100,10 @@ class Consumer:
             else Batcher(batch_handler, self._run_batch, max_batch=max_batch)
         )
         self._max_members = member_limit(self._settings.bundle_max)
+        self.wake_types = frozenset(wake_types)
+        self.on_wake = on_wake
+        if self.wake_types and on_wake is None:
+            raise ValueError(f"{spec.name}: wake_types need an on_wake callback")
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
         self._tag: str | None = None
@@ -203,6 +214,8 @@ class Consumer:
     async def _process(self, delivery: Delivery) -> bool:
         """Handle, park, retry or dead-letter one message; False: leave its delivery unacked."""
         headers = delivery.headers
+        if self._wakes_only(delivery):
+            return True
         attempt = int_header(headers.get(h.ATTEMPT), 1)
         with (
             message_fields(
@@ -275,6 +288,17 @@ class Consumer:
             fault_exit_after_append(delivery.message_id)
             self._handled += 1
             return True
+
+    def _wakes_only(self, delivery: Delivery) -> bool:
+        """A wake-up from a service user: tell the worker, skip decoding (the store has it)."""
+        if delivery.type not in self.wake_types or self.on_wake is None:
+            return False
+        if not self.trust.is_service(delivery.user_id or None):
+            return False
+        self.on_wake(delivery.type)
+        self.metrics.woken(delivery.type)
+        self._handled += 1
+        return True
 
     async def _until_available(self, call: Callable[[], Any]) -> Any:
         return await until_available(

@@ -77,6 +77,10 @@ class ConsumerMetrics:
         children.seconds.observe(time.perf_counter() - started)
         children.acked.inc()
 
+    def woken(self, type_name: str | None) -> None:
+        """A wake-up was taken without decoding: counted as handled (acked)."""
+        self._children(type_name).acked.inc()
+
     def retried(self, type_name: str | None, error_type: str) -> None:
         children = self._children(type_name)
         children.retried.inc()
