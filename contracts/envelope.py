@@ -43,13 +43,15 @@ class Envelope(BaseModel, Generic[M]):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: UUID = Field(default_factory=new_id, description="unique per message; the idempotency key")
+    # id and sent_at are required on the wire: a sender that forgot the id would lose
+    # exactly-once on its retries without noticing if the receiver made one up
+    id: UUID = Field(description="unique per message; the idempotency key")
     type: str = Field(description="the payload's message type, e.g. SubmitTask")
     version: int = Field(ge=1, description="schema version of the payload")
     correlation_id: UUID = Field(description="shared by every message of one piece of work")
     causation_id: UUID | None = Field(default=None, description="id of the message that caused it")
     sender: str = Field(min_length=1, max_length=200, description="who sent it (as claimed)")
-    sent_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime = Field(description="when the sender built it (RFC 3339, UTC)")
     payload: M
 
     @classmethod
@@ -77,6 +79,7 @@ class Envelope(BaseModel, Generic[M]):
             correlation_id=correlation,
             causation_id=causation,
             sender=sender,
+            sent_at=utcnow(),
             payload=payload,
         )
 

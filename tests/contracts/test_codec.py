@@ -83,8 +83,10 @@ def test_newer_version_is_refused_and_older_is_upcast() -> None:
         return {**payload, "source": "unknown"}
 
     old = {
+        "id": data["id"],
         "type": "Ping",
         "version": 1,
+        "sent_at": data["sent_at"],
         "correlation_id": data["correlation_id"],
         "sender": "s",
         "payload": {"seq": 3},
@@ -122,3 +124,13 @@ def test_every_message_has_a_valid_json_schema_that_accepts_it() -> None:
     bad["payload"]["priority"] = "high"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, protocol)
+
+
+@pytest.mark.parametrize("field", ["id", "sent_at"])
+def test_an_envelope_without_id_or_sent_at_is_invalid_never_given_one(field: str) -> None:
+    data = envelope_json()
+    del data[field]
+    with pytest.raises(c.InvalidMessage) as caught:
+        c.decode(json.dumps(data).encode())
+    assert caught.value.reason == "invalid"
+    assert any(e["loc"] == field for e in caught.value.errors)
