@@ -3,7 +3,7 @@
 Every schema is plain draft 2020-12 with no keyword a strict validator (Ajv strict,
 Python ``jsonschema``) does not know: what rallypoint says *about* a message (its kind,
 the worker it is routed to, its routing key) is in a separate annotations document
-(:func:`annotations`), not in the schema. Validate a message against its own type's
+(:func:`message_annotations`), not in the schema. Validate a message against its own type's
 schema (``<Type>.schema.json``): one bad field gives one error. The protocol schema
 picks the message's schema by ``type`` with ``if``/``then``, so it too reports the
 errors of that one message, not of every other.
@@ -98,7 +98,7 @@ def envelope_schema() -> dict[str, Any]:
     return schema
 
 
-def annotations() -> dict[str, dict[str, Any]]:
+def message_annotations() -> dict[str, dict[str, Any]]:
     """What rallypoint says about each message beyond its shape: kind, route, routing key."""
     out: dict[str, dict[str, Any]] = {}
     for name, cls in all_types().items():

@@ -10,13 +10,13 @@ import jsonschema
 import pytest
 
 import contracts as c
-from contracts.schema import all_schemas, annotations, protocol_schema
+from contracts.schema import all_schemas, message_annotations, protocol_schema
 from workers.cli.main import main as rally
 
 # Every keyword of the draft 2020-12 vocabularies (core, applicator, unevaluated,
 # validation, format-annotation, content, meta-data): a strict validator knows no other.
 KNOWN = frozenset(
-    [
+    (
         "$schema",
         "$id",
         "$ref",
@@ -74,7 +74,8 @@ KNOWN = frozenset(
         "readOnly",
         "writeOnly",
         "examples",
-    ]
+        "",
+    )
 )
 # keywords whose value is a map of names to schemas (the names are not keywords)
 SCHEMA_MAPS = frozenset({"$defs", "properties", "patternProperties", "dependentSchemas"})
@@ -159,7 +160,7 @@ def test_envelope_id_and_sent_at_are_required_in_every_schema() -> None:
 
 
 def test_annotations_say_kind_and_routing_key_outside_the_schema() -> None:
-    notes = annotations()
+    notes = message_annotations()
     assert notes["RegisterAgent"] == {
         "kind": "command",
         "version": 1,

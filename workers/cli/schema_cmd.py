@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from contracts.schema import all_schemas, annotations, envelope_schema, protocol_schema
+from contracts.schema import all_schemas, envelope_schema, message_annotations, protocol_schema
 
 
 def register(sub: Any) -> None:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             _write(out / f"{name}.schema.json", schema)
         _write(out / "envelope.schema.json", envelope_schema())
         _write(out / "protocol.schema.json", protocol_schema())
-        _write(out / "annotations.json", annotations())
+        _write(out / "annotations.json", message_annotations())
         print(
             f"wrote {len(schemas)} message schemas, envelope.schema.json, "
             f"protocol.schema.json and annotations.json to {out}"
