@@ -2,17 +2,25 @@
 
 aio-pika restores only the channels, queues and consumers it still holds
 references to, so this class keeps them.
+
+With several nodes in RALLY_AMQP_URL (broker/nodes.py) a process starts at a
+random node, so a fleet's connections spread over the cluster, and tries the
+others in the order written, wrapping around, until one answers. Once
+connected, every reconnection attempt goes to the next node: a node that is
+lost is not asked again before the others.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 from typing import Any
 
 import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractQueue, AbstractRobustConnection
+from yarl import URL
 
 from broker.errors import BrokerUnavailable
 from broker.settings import BrokerSettings
@@ -36,6 +44,47 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+# aio-pika calls this (name-mangled) method for every connection attempt, the first and
+# each reconnection; ClusterConnection wraps it to pick the node. Fail loudly at import if
+# an aio-pika upgrade renames it, rather than silently reconnecting to one node forever.
+_ATTEMPT = "_RobustConnection__connect_transport"
+if not hasattr(aio_pika.RobustConnection, _ATTEMPT):  # pragma: no cover - aio-pika upgrade
+    raise ImportError(f"aio_pika.RobustConnection has no {_ATTEMPT}: cluster failover needs it")
+
+
+class ClusterConnection(aio_pika.RobustConnection):
+    """A robust connection that moves to the next node at every attempt after the first."""
+
+    def __init__(self, url: URL, *args: Any, nodes: tuple[str, ...], start: int, **kw: Any):
+        super().__init__(url, *args, **kw)
+        self.nodes = tuple(URL(n) for n in nodes)
+        self.index = start
+        self.attempts = 0
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        if self.attempts:
+            self.index = (self.index + 1) % len(self.nodes)
+            self.url = self.nodes[self.index]
+            log.info("broker.reconnecting", node=_where(self.url))
+        self.attempts += 1
+        await getattr(super(), _ATTEMPT)()
+        log.info("broker.connected", node=_where(self.url), attempt=self.attempts)
+
+    @property
+    def node(self) -> str:
+        """host:port of the node this connection uses (or tries) now."""
+        return _where(self.url)
+
+
+def _where(url: URL) -> str:
+    return f"{url.host}:{url.port}"
+
+
+def first_node(count: int) -> int:
+    """Where a process starts: anywhere, so a fleet's connections spread over the cluster."""
+    return random.randrange(count) if count > 1 else 0
+
+
 class BrokerConnection:
     def __init__(self, settings: BrokerSettings, *, role: str, replica: str | None = None):
         self.settings = settings
@@ -53,22 +102,54 @@ class BrokerConnection:
         return self._conn
 
     async def connect(self, *, timeout: float = 10.0) -> BrokerConnection:
-        url = self.settings.amqp_url
-        try:
-            self._conn = await aio_pika.connect_robust(
-                url,
-                client_properties={"connection_name": self.name},
-                # a heartbeat written in the URL (?heartbeat=2) wins; None leaves it be
-                heartbeat=None if "heartbeat=" in url else self.settings.amqp_heartbeat_s,
-                timeout=timeout,
-            )
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        """Connect to the first node that answers (see the module's docstring for the order)."""
+        nodes = self.settings.amqp_nodes
+        start = first_node(len(nodes))
+        failures: list[str] = []
+        for step in range(len(nodes)):
+            index = (start + step) % len(nodes)
+            try:
+                self._conn = await self._connect_to(nodes, index, timeout)
+                break
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+                failures.append(f"{redact(nodes[index])} ({type(exc).__name__}: {exc})")
+        else:
             raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact(url)} ({type(exc).__name__}: {exc}); "
+                f"cannot reach RabbitMQ at {'; '.join(failures)}; "
                 "start it (`make services`) or set RALLY_AMQP_URL"
-            ) from None
-        log.debug("broker.connected", connection=self.name)
+            )
+        log.debug("broker.connected", connection=self.name, node=self.node)
         return self
+
+    async def _connect_to(
+        self, nodes: tuple[str, ...], index: int, timeout: float
+    ) -> ClusterConnection:
+        url = nodes[index]
+        conn = ClusterConnection(
+            URL(url),
+            nodes=nodes,
+            start=index,
+            client_properties={"connection_name": self.name},
+            # a heartbeat written in the URL (?heartbeat=2) wins; None leaves it be
+            heartbeat=None if "heartbeat=" in url else self.settings.amqp_heartbeat_s,
+        )
+        try:
+            await conn.connect(timeout=timeout)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    @property
+    def node(self) -> str:
+        """host:port of the broker node in use (or being tried, while reconnecting)."""
+        conn = self._conn
+        return conn.node if isinstance(conn, ClusterConnection) else ""
+
+    def is_up(self) -> bool:
+        """Connected now: False from the moment the connection is lost until it is back."""
+        conn = self._conn
+        return conn is not None and not conn.is_closed and conn.connected.is_set()
 
     async def channel(
         self, *, confirms: bool = True, prefetch: int | None = None

@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from broker.nodes import BrokerConfigError, canonical_url, parse_nodes
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 class BrokerSettings(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # hide_input: a rejected RALLY_AMQP_URL would otherwise print its password
+    model_config = ConfigDict(frozen=True, hide_input_in_errors=True)
 
+    # one node, or a cluster's nodes (broker/nodes.py); kept in its canonical spelling
     amqp_url: str = DEFAULT_AMQP_URL
     namespace: str = Field(default="rally", pattern=r"^[a-z][a-z0-9_-]{0,40}$")
     prefetch: int = Field(default=64, ge=1, le=10_000)
@@ -28,6 +32,27 @@ class BrokerSettings(BaseModel):
     # messages for one destination published at the same moment travel as one bundle of up
     # to this many (contracts/bundle.py); 1 sends every message on its own
     bundle_max: int = Field(default=256, ge=1, le=10_000)
+    # replicas of each quorum queue at declare (RALLY_QUORUM_SIZE); None: one per node named
+    # in amqp_url (RabbitMQ caps it to the cluster's members)
+    quorum_size: int | None = Field(default=None, ge=1, le=99)
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _one_or_more_nodes(cls, value: str) -> str:
+        return canonical_url(value)
+
+    @property
+    def amqp_nodes(self) -> tuple[str, ...]:
+        """One full URL per broker node, in the order RALLY_AMQP_URL names them."""
+        return parse_nodes(self.amqp_url).urls()
+
+    @property
+    def quorum_initial_group_size(self) -> int | None:
+        """The x-quorum-initial-group-size to declare with; None leaves RabbitMQ's default."""
+        if self.quorum_size is not None:
+            return self.quorum_size
+        nodes = len(self.amqp_nodes)
+        return nodes if nodes > 1 else None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> BrokerSettings:
@@ -37,5 +62,16 @@ class BrokerSettings(BaseModel):
             key = f"RALLY_{name.upper()}"
             if key in env:
                 values[name] = env[key]
+        if "amqp_url" in values and "amqp_url" not in overrides:
+            parse_nodes(str(values["amqp_url"]))  # BrokerConfigError, with the reason
+        if values.get("quorum_size") == "":
+            values.pop("quorum_size")
         values.update(overrides)
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"RALLY_{str(e['loc'][0]).upper() if e['loc'] else '?'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise BrokerConfigError(problems) from None
