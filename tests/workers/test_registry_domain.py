@@ -14,7 +14,7 @@ from contracts import (
     Heartbeat,
     RegisterAgent,
 )
-from workers.registry.domain import CheckSilence, HeartbeatSeen, decide
+from workers.registry.domain import CheckDrained, CheckSilence, HeartbeatSeen, decide
 from workers.registry.state import Agent, fold
 from workers.runtime.clock import ManualClock
 
@@ -50,19 +50,24 @@ def test_silence_past_window_is_lost_once() -> None:
     assert decide(fold("a", [*decide(Agent("a"), REG, seen), *events]), check, seen) == []
 
 
-def test_drain_waits_for_load_zero() -> None:
+def test_drain_waits_until_the_task_history_gives_it_nothing() -> None:
     drain = DeregisterAgent(agent_id="a", drain=True)
-    assert [type(e) for e in decide(live(), drain, clock.now(), last_load=1)] == [AgentDraining]
+    assert [type(e) for e in decide(live(), drain, clock.now(), held=1)] == [AgentDraining]
     draining = fold("a", [*decide(Agent("a"), REG, clock.now()), AgentDraining(agent_id="a")])
-    busy = HeartbeatSeen(Heartbeat(agent_id="a", load=1))
     idle = HeartbeatSeen(Heartbeat(agent_id="a", load=0))
-    assert decide(draining, busy, clock.now()) == []
-    assert [type(e) for e in decide(draining, idle, clock.now())] == [AgentLeft]
+    # its heartbeat says load 0 (a task started after it): the history decides, not the beat
+    assert decide(draining, idle, clock.now(), held=1) == []
+    assert decide(draining, idle, clock.now()) == []  # not known: wait
+    assert [type(e) for e in decide(draining, idle, clock.now(), held=0)] == [AgentLeft]
+    assert [type(e) for e in decide(draining, CheckDrained("a"), clock.now(), held=0)] == [
+        AgentLeft
+    ]
+    assert decide(live(), CheckDrained("a"), clock.now(), held=0) == []
 
 
 def test_drain_with_nothing_running_leaves_at_once_and_no_drain_leaves_now() -> None:
     drain = DeregisterAgent(agent_id="a", drain=True)
-    events = decide(live(), drain, clock.now(), last_load=0)
+    events = decide(live(), drain, clock.now(), held=0)
     assert [type(e) for e in events] == [AgentDraining, AgentLeft]
     now = DeregisterAgent(agent_id="a", drain=False)
-    assert [type(e) for e in decide(live(), now, clock.now(), last_load=5)] == [AgentLeft]
+    assert [type(e) for e in decide(live(), now, clock.now(), held=5)] == [AgentLeft]

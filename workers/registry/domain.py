@@ -3,7 +3,11 @@
 Its state and its one fold are in workers/registry/state.py. A left or lost
 agent that registers again joins afresh. Heartbeats are not events: the
 service keeps the last one in memory and asks ``decide`` only when it matters
-(a draining agent reaching load 0, a lost agent heard from again).
+(a draining agent that may be done, a lost agent heard from again).
+
+A draining agent leaves when the task history says it holds nothing (``held``,
+workers/registry/holdings.py), never on its heartbeat's word: a task started
+after the last beat would be handed back while it still runs.
 """
 
 from __future__ import annotations
@@ -41,20 +45,30 @@ class HeartbeatSeen:
     heartbeat: Heartbeat
 
 
-Command = RegisterAgent | DeregisterAgent | HeartbeatSeen | CheckSilence
+@dataclass(frozen=True, slots=True)
+class CheckDrained:
+    """Is this draining agent done? (asked on its heartbeats and by the sweeper)"""
+
+    agent_id: str
+
+
+Command = RegisterAgent | DeregisterAgent | HeartbeatSeen | CheckSilence | CheckDrained
 
 
 def decide(
-    state: Agent, command: Command, now: datetime, *, last_load: int | None = None
+    state: Agent, command: Command, now: datetime, *, held: int | None = None
 ) -> list[Event]:
-    """What happens to this agent. ``last_load`` is the load of its latest heartbeat."""
+    """What happens to this agent. ``held``: how many tasks the task history gives it
+    now (None: not known, so a draining agent does not leave on this decision)."""
     match command:
         case RegisterAgent():
             return _register(state, command)
         case DeregisterAgent():
-            return _deregister(state, command, last_load)
+            return _deregister(state, command, held)
         case HeartbeatSeen():
-            return _heartbeat(state, command.heartbeat)
+            return _heartbeat(state, command.heartbeat, held)
+        case CheckDrained():
+            return _drained(state, held)
         case CheckSilence():
             return _silence(state, command, now)
     raise TypeError(f"registry cannot decide {type(command).__name__}")
@@ -89,7 +103,7 @@ def _register(state: Agent, cmd: RegisterAgent) -> list[Event]:
     return [AgentJoined.model_validate(_manifest(cmd))]
 
 
-def _deregister(state: Agent, cmd: DeregisterAgent, last_load: int | None) -> list[Event]:
+def _deregister(state: Agent, cmd: DeregisterAgent, held: int | None) -> list[Event]:
     if not state.present:
         return []
     if not cmd.drain:
@@ -97,15 +111,21 @@ def _deregister(state: Agent, cmd: DeregisterAgent, last_load: int | None) -> li
     events: list[Event] = []
     if state.status == "live":
         events.append(AgentDraining(agent_id=state.agent_id))
-    if last_load == 0:
-        # nothing running (as its last heartbeat said): nothing to wait for
+    if held == 0:
+        # the task history gives it nothing: nothing to wait for
         events.append(AgentLeft(agent_id=state.agent_id))
     return events
 
 
-def _heartbeat(state: Agent, hb: Heartbeat) -> list[Event]:
-    if state.status == "draining" and hb.load == 0:
+def _drained(state: Agent, held: int | None) -> list[Event]:
+    if state.status == "draining" and held == 0:
         return [AgentLeft(agent_id=state.agent_id)]
+    return []
+
+
+def _heartbeat(state: Agent, hb: Heartbeat, held: int | None) -> list[Event]:
+    if state.status == "draining":
+        return _drained(state, held)
     if state.status == "lost":
         # heard from again (a partition healed): it rejoins with its last manifest. Its old
         # work was handed back and its reports carry stale fencing tokens, so this is safe.

@@ -19,7 +19,8 @@ import structlog
 
 from broker.router import Incoming
 from contracts import DeregisterAgent, Heartbeat, RegisterAgent
-from workers.registry.domain import CheckSilence, Command, HeartbeatSeen, decide
+from workers.registry.domain import CheckDrained, CheckSilence, Command, HeartbeatSeen, decide
+from workers.registry.holdings import Holdings
 from workers.registry.state import STREAM_PREFIX, Agent, agent_of, evolve, fold, stream_of
 from workers.runtime.clock import Clock
 from workers.runtime.conflicts import on_conflict_retry
@@ -43,7 +44,7 @@ class Registry:
         self.replica = replica
         self.agents: dict[str, Agent] = {}  # cache, keyed by id; the version guards it
         self.last_seen: dict[str, datetime] = {}
-        self.last_load: dict[str, int] = {}
+        self.holdings = Holdings(store)  # what the task history gives each agent
         # Only the replica the broker delivers to (single active consumer) may sweep:
         # a standby hears no heartbeats and would declare everyone lost.
         self.active = False
@@ -119,8 +120,7 @@ class Registry:
             log.debug("registry.heartbeat_unknown", agent_id=hb.agent_id)
             return
         self.last_seen[hb.agent_id] = self.clock.now()
-        self.last_load[hb.agent_id] = hb.load
-        # only a draining agent reaching load 0, or a lost one heard again, makes history
+        # only a draining agent that holds nothing now, or a lost one heard again, makes history
         if agent.status in ("draining", "lost"):
             await self._decide_and_append(hb.agent_id, HeartbeatSeen(hb), incoming)
 
@@ -152,7 +152,6 @@ class Registry:
                 self.last_seen.setdefault(agent_id, now)
             else:
                 self.last_seen.pop(agent_id, None)
-                self.last_load.pop(agent_id, None)
 
     async def sweep(self) -> int:
         """Declare lost every present agent silent past its window; returns how many."""
@@ -167,6 +166,10 @@ class Registry:
             seen = self.last_seen.setdefault(agent.agent_id, now)
             window = self.settings.lost_after_factor * agent.heartbeat_interval_s
             if (now - seen).total_seconds() < window:
+                if agent.status == "draining":
+                    # its last task may have ended with no heartbeat since (it stops beating)
+                    drained = CheckDrained(agent.agent_id)
+                    await self._decide_and_append(agent.agent_id, drained, None)
                 continue
             check = CheckSilence(agent.agent_id, seen, window)
             if await self._decide_and_append(agent.agent_id, check, None, cached=True):
@@ -187,6 +190,13 @@ class Registry:
         if windows and idle > idle_limit:
             log.info("registry.standby", idle_s=idle_limit)
             self.active = False
+
+    async def _held(self, state: Agent, command: Command) -> int | None:
+        """How many tasks the task history gives the agent, when the decision needs it."""
+        drain = isinstance(command, DeregisterAgent) and command.drain
+        if not drain and not (state.status == "draining" and _drain_check(command)):
+            return None
+        return len(await self.holdings.held_by(state.agent_id))
 
     # ---- the one write path ----
     async def _decide_and_append(
@@ -212,9 +222,8 @@ class Registry:
                 use_cache[0] = False
             else:
                 state = await self.load(agent_id)
-            events = decide(
-                state, command, self.clock.now(), last_load=self.last_load.get(agent_id)
-            )
+            held = await self._held(state, command)
+            events = decide(state, command, self.clock.now(), held=held)
             if not events:
                 return False
             result = await self.store.append(
@@ -233,12 +242,15 @@ class Registry:
             _log_events(agent_id, (type(e).__name__ for e in events), meta)
             if not self.agents[agent_id].present:
                 self.last_seen.pop(agent_id, None)
-                self.last_load.pop(agent_id, None)
             return True
 
         return await on_conflict_retry(
             attempt, attempts=self.settings.conflict_attempts, what=f"agent {agent_id}"
         )
+
+
+def _drain_check(command: Command) -> bool:
+    return isinstance(command, HeartbeatSeen | CheckDrained)
 
 
 def _log_events(agent_id: str, types: Iterable[str], meta: Metadata) -> None:
