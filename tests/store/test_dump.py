@@ -23,12 +23,22 @@ async def test_dump_writes_one_event_per_line_with_exactly_the_documented_keys(
         await store.append("agent-a1", None, [NewEvent("AgentHeartbeat", {"i": i})])
 
     out = io.StringIO()
-    assert await dump_events(store, out, page_size=3) == 10  # several pages
+    assert await dump_events(store, out, page_size=3) == (10, 10)  # several pages
     lines = out.getvalue().splitlines()
     assert len(lines) == 10
     records = [json.loads(line) for line in lines]
     assert all(list(r) == list(DUMP_KEYS) for r in records)
-    assert DUMP_KEYS == ("position", "stream", "version", "type", "data", "metadata", "recorded_at")
+    assert DUMP_KEYS == (
+        "position",
+        "stream",
+        "version",
+        "type",
+        "data",
+        "metadata",
+        "recorded_at",
+        "schema_version",
+        "id",
+    )
     assert [r["position"] for r in records] == list(range(1, 11))
     first = records[0]
     assert (first["stream"], first["version"], first["type"]) == ("task-0", 1, "TaskSubmitted")
@@ -38,5 +48,5 @@ async def test_dump_writes_one_event_per_line_with_exactly_the_documented_keys(
     assert datetime.fromisoformat(first["recorded_at"]).utcoffset() is not None
 
     out = io.StringIO()
-    assert await dump_events(store, out, from_position=4, stream_prefix="agent") == 3
+    assert await dump_events(store, out, from_position=4, stream_prefix="agent") == (3, 10)
     assert [json.loads(x)["position"] for x in out.getvalue().splitlines()] == [6, 8, 10]

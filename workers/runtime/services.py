@@ -109,6 +109,13 @@ async def run_services(
             await service.start()
             started.append(service)
             running.services[name] = service
+        if "tasks" in names:  # retention deletes the task manager's streams: it runs beside it
+            from workers.retention.service import retention_service
+
+            service = retention_service(store, settings, replica)
+            await service.start()
+            started.append(service)
+            running.services[service.name] = service
         log.info("worker.started", workers=names, replica=replica, connection=conn.name)
         yield running
     finally:

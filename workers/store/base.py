@@ -115,6 +115,27 @@ class AppendRequest:
     cancel_timers_of: Sequence[str] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Streams that leave the hot store together (a task and its idempotency key stream),
+    each at the version the caller exported, with the processed-message keys of their
+    events. The adapter deletes all of them or none (see ``ExpireResult.kept``)."""
+
+    streams: Mapping[str, int]
+    processed_keys: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireResult:
+    """What ``expire`` did: the indexes of the groups deleted, and why the others stayed."""
+
+    deleted: tuple[int, ...]
+    kept: Mapping[int, str]
+    events: int = 0
+    outbox: int = 0
+    processed: int = 0
+
+
 # What one request in a batch came to: its result, or the conflict that skipped it.
 AppendOutcome = AppendResult | ConcurrencyError
 

@@ -32,9 +32,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import structlog
 
+from workers.store import postgres_retention as retention
 from workers.store.base import (
     AppendOutcome,
     AppendRequest,
+    ExpireResult,
+    Expiry,
     Handoff,
     OutboxRow,
     Publishes,
@@ -284,6 +287,39 @@ class PostgresEventStore(StoreBase):
                 older_than,
             )
         return int(status.split()[-1])
+
+    # -- retention (the SQL lives in postgres_retention) -----------------------------------
+    # Deletions and imports take the append lock: their checks (the newest event, stream
+    # versions) stay true until COMMIT, and imported positions are visible in commit order.
+
+    async def expire(self, groups: Sequence[Expiry]) -> ExpireResult:
+        """As ``SqliteEventStore.expire``."""
+        if not groups:
+            return ExpireResult((), {})
+        async with self.connection() as conn, append_transaction(conn, self._lock_key):
+            return await retention.expire(conn, groups)
+
+    async def import_events(self, events: Sequence[RecordedEvent]) -> tuple[int, int]:
+        """As ``SqliteEventStore.import_events``."""
+        async with self.connection() as conn, append_transaction(conn, self._lock_key):
+            return await retention.import_rows(conn, events)
+
+    async def reclaim_space(self, *, full: bool = False) -> int:
+        """VACUUM the tables retention empties (see postgres_retention); 0 (PostgreSQL
+        reuses the space rather than shrinking files, except with ``full``)."""
+        async with self.connection() as conn:
+            await retention.reclaim(conn, full)
+        return 0
+
+    async def store_size(self) -> dict[str, int]:
+        async with self.connection() as conn:
+            return await retention.size(conn)
+
+    async def mark_expired(self, table: str, task_ids: Sequence[str]) -> int | None:
+        if not task_ids:
+            return 0
+        async with self.connection() as conn:
+            return await retention.mark_expired(conn, table, task_ids)
 
     # -- outbox (relay side; the SQL lives in postgres_outbox) ---------------------------
 

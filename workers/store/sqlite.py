@@ -32,7 +32,16 @@ from typing import Any, TypeVar
 
 import structlog
 
-from workers.store.base import AppendOutcome, AppendRequest, OutboxRow, Publishes, RecordedEvent
+from workers.store import sqlite_retention as retention
+from workers.store.base import (
+    AppendOutcome,
+    AppendRequest,
+    ExpireResult,
+    Expiry,
+    OutboxRow,
+    Publishes,
+    RecordedEvent,
+)
 from workers.store.codec import dumps, loads, utc_now
 from workers.store.common import StoreBase
 from workers.store.errors import StoreError, StoreUnavailable
@@ -204,6 +213,36 @@ class SqliteEventStore(StoreBase):
         return await self.write(
             partial(_execute, "DELETE FROM processed_messages WHERE recorded_at < ?", (cutoff,))
         )
+
+    # -- retention (the SQL lives in sqlite_retention) -------------------------------------
+
+    async def expire(self, groups: Sequence[Expiry]) -> ExpireResult:
+        """Delete each group's streams, their timers, snapshots and processed keys, in one
+        write transaction; a group whose streams moved on, are not yet published or hold
+        the newest event stays (see workers/store/expiry.py)."""
+        if not groups:
+            return ExpireResult((), {})
+        return await self.write(partial(retention.expire, list(groups)))
+
+    async def import_events(self, events: Sequence[RecordedEvent]) -> tuple[int, int]:
+        """Append archived events at new positions (stream, version, id, type, data,
+        metadata and recorded_at kept), in one transaction, with no outbox rows: history
+        coming back is not news. An id already here is skipped. (imported, skipped)."""
+        return await self.write(partial(retention.import_rows, list(events)))
+
+    async def reclaim_space(self, *, full: bool = False) -> int:
+        """Hand freed pages back to the file system (see sqlite_retention); pages freed."""
+        writer = self._require(self._writer)
+        with translate(self.path):
+            return await writer.run(partial(retention.reclaim, full))
+
+    async def store_size(self) -> dict[str, int]:
+        return await self._require(self._reader).run(retention.size)
+
+    async def mark_expired(self, table: str, task_ids: Sequence[str]) -> int | None:
+        if not task_ids:
+            return 0
+        return await self.write(partial(retention.mark_expired, table, list(task_ids)))
 
     # -- outbox (relay side; the SQL lives in sqlite_outbox) -----------------------------
     # Each is one write transaction, one hop; times are taken inside it, under the lock.

@@ -150,6 +150,10 @@ def _open(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
     try:
         # WAL: readers never block the writer. NORMAL: durable at checkpoints, and a
         # crash loses at most the last transactions, never corrupts — the usual WAL trade.
+        # Incremental: pages freed by retention's deletions can go back to the file system
+        # (sqlite_retention.reclaim). Effective only in a file with no table yet (a new
+        # store); an older file keeps its mode until a VACUUM.
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
