@@ -9,9 +9,11 @@ that are gone, settles leases and places tasks — each step one atomic
 A conflict means someone else moved a stream: catch up and decide again.
 
 Only one replica places at a time: the queue has a single active consumer,
-and before deciding the allocator also holds the store lease ``allocator``,
-so two replicas that both think they are active (a connection blip) cannot
-both fill the same agent.
+and before deciding the allocator also holds the store lease ``allocator``
+(workers/allocator/lease.py), so two replicas that both think they are active
+(a connection blip) cannot both fill the same agent. The view starts from a
+snapshot plus the tail, and a standby follows the store (workers/allocator/follow.py),
+so a takeover reads only the last few events.
 """
 
 from __future__ import annotations
@@ -22,53 +24,41 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 import structlog
 
 from broker.errors import PublishFailed, Reject, Retry
 from broker.publisher import Publisher
 from broker.router import Incoming
-from contracts import (
-    AcquireLease,
-    DeclareResource,
-    Event,
-    ReleaseLease,
-    RenewLease,
-    TaskAssigned,
-)
+from contracts import AcquireLease, DeclareResource, ReleaseLease, RenewLease
 from contracts.errors import ContractError
+from workers.allocator import lease as placement_lease
+from workers.allocator.endings import Decision, end_task, gone_or_overdue, undeliverable
+from workers.allocator.follow import FOLLOW_S, ViewKeeper
 from workers.allocator.planning import (
     LeaseCommand,
     Plan,
     grant_waiters,
     next_wakeup,
     on_commands,
-    orphaned,
-    overdue,
     place,
     settle_leases,
 )
 from workers.allocator.projection import Projection
 from workers.runtime.clock import Clock
-from workers.runtime.messages import Effect, load_event, new_event, outbox_messages
+from workers.runtime.messages import Effect, new_event, outbox_messages
 from workers.runtime.metrics import PlacementMetrics
 from workers.runtime.settings import WorkerSettings
 from workers.store.base import AppendResult, EventStore, Metadata, StreamAppend
 from workers.store.errors import ConcurrencyError
-from workers.tasks import placement
-from workers.tasks.state import Task, evolve
 
 log = structlog.get_logger(__name__)
 
 WORKER = "allocator"
-LEASE = "allocator"
-LEASE_TTL_S = 5.0
-PAGE = 1000
 ROUNDS = 8  # decide-again rounds on conflicts before the batch goes back to the broker
 COMMANDS = (DeclareResource, AcquireLease, RenewLease, ReleaseLease)
-# how a task that must end is decided, from its fresh state and when it was last assigned
-Ending = Callable[[Task, datetime | None], list[Event]]
+# a replica the broker turned to waits this long for a dead holder's lease to run out
+TAKEOVER_WAIT_S = placement_lease.TTL_S + 0.5
 
 
 class Allocator:
@@ -89,9 +79,11 @@ class Allocator:
         self.owner = f"{replica}:{uuid.uuid4().hex[:8]}"
         self.view = Projection(rejection_cooldown_s=settings.rejection_cooldown_s)
         self.placement_metrics = PlacementMetrics(replica)
+        self.keeper = ViewKeeper(store, self.view, self.placement_metrics, replica=replica)
+        self.lease = placement_lease.PlacementLease(store, self.owner)
         self.active = False
         self._lock = asyncio.Lock()
-        self._lease_until = 0.0
+        self._follower: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._wake_at: datetime | None = None
@@ -101,6 +93,26 @@ class Allocator:
         self._due_known = False
 
     # ---- entry points ----
+    async def start(self) -> None:
+        """The view from the snapshot and the tail; then follow the store, and the timer."""
+        async with self._lock:
+            await self.keeper.start()
+        self._follower = asyncio.create_task(self._follow(), name="allocator-follow")
+        self.start_timer()
+
+    async def stop(self) -> None:
+        """A clean stop: the snapshot as of now, and the lease let go for the next replica."""
+        await self.stop_timer()
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        async with self._lock:
+            if self.active:
+                with contextlib.suppress(Exception):  # the periodic one stands
+                    await self.keeper.save()
+            await self.release()
+
     async def on_batch(self, batch: Sequence[Incoming[Any]]) -> Mapping[int, BaseException]:
         """Decide over the batch; answers the items that failed, each alone (index -> error)."""
         commands: list[LeaseCommand] = []
@@ -147,14 +159,14 @@ class Allocator:
             failed = {
                 i - len(configured): e for i, e in done.failed.items() if i >= len(configured)
             }
-            await self._end_tasks(self._gone_or_overdue(now))
+            look = not self._due_known or (self._due is not None and self._due <= now)
+            await self._end_tasks(gone_or_overdue(self.view, now, look_for_overdue=look))
             placed = await self._rounds("placement", lambda plan: self._settle_and_place(now, plan))
             for task_id, why in placed.waits:
                 log.debug("allocator.waiting", task_id=str(task_id), why=why)
             if placed.undeliverable:
-                undeliverable = placed.undeliverable
                 await self._end_tasks(
-                    [(t, _undeliverable(why), "undeliverable") for t, why in undeliverable]
+                    [(t, undeliverable(why), "undeliverable") for t, why in placed.undeliverable]
                 )
             self._schedule(now)
             return failed
@@ -167,15 +179,7 @@ class Allocator:
 
     # ---- the store ----
     async def catch_up(self) -> int:
-        applied = 0
-        while True:
-            page = await self.store.read_all(self.view.position, PAGE)
-            for record in page:
-                self.view.apply(record)
-                self.placement_metrics.saw(record)
-            applied += len(page)
-            if len(page) < PAGE:
-                return applied
+        return await self.keeper.catch_up()
 
     async def _rounds(self, what: str, decide: Callable[[Plan], None]) -> Plan:
         """Plan → append; on a conflict catch up and plan again. Answers the plan appended."""
@@ -185,6 +189,8 @@ class Allocator:
             await self._publish_direct(plan.direct)
             if plan.empty:
                 return plan
+            if not self.lease.valid():
+                await self._hold_lease()  # the loop stalled past it: re-take it, or stop
             try:
                 result = await self._append(plan)
             except ConcurrencyError as exc:
@@ -218,39 +224,19 @@ class Allocator:
             return False
         if events[-1].position != events[0].position + len(events) - 1:
             return False
-        for record in events:
-            self.view.apply(record)
-            self.placement_metrics.saw(record)
+        self.keeper.apply(events)
         return True
 
     def _meta(self) -> Metadata:
         return Metadata(message_id=str(uuid.uuid4()), worker=WORKER, replica=self.replica)
 
     # ---- tasks that end or fail here, by the task manager's rules ----
-    def _gone_or_overdue(self, now: datetime) -> list[tuple[UUID, Ending, str]]:
-        """Tasks of agents that are gone, assignments never started, tasks pending too long."""
-        out: list[tuple[UUID, Ending, str]] = [
-            (task_id, _agent_gone(agent_id, why), "handed_back")
-            for task_id, agent_id, why in orphaned(self.view)
-        ]
-        if self._due_known and (self._due is None or self._due > now):
-            return out
-        not_started, expired = overdue(self.view, now)
-        aside = {t for t, until in self.view.set_aside.items() if until > now}
-        not_started = [t for t in not_started if t not in aside]
-        expired = [(t, why) for t, why in expired if t not in aside]
-        out += [(task_id, _not_started(now), "not_started") for task_id in not_started]
-        out += [
-            (task_id, _pending_expired(now, why), "pending_expired") for task_id, why in expired
-        ]
-        return out
-
-    async def _end_tasks(self, decisions: list[tuple[UUID, Ending, str]]) -> None:
+    async def _end_tasks(self, decisions: list[Decision]) -> None:
         """Each from its fresh stream, appended alone: one that cannot be ended stays aside."""
         changed = False
         for task_id, decide, what in decisions:
             try:
-                changed |= await self._end_task(task_id, decide, what)
+                changed |= await end_task(self.store, task_id, decide, what, self._meta())
             except (ContractError, ValueError, TypeError) as exc:  # this task's own problem
                 log.warning(
                     "allocator.end_failed", task_id=str(task_id), what=what, error=repr(exc)
@@ -259,53 +245,47 @@ class Allocator:
         if changed:
             await self.catch_up()
 
-    async def _end_task(self, task_id: UUID, decide: Ending, what: str) -> bool:
-        stream = placement.stream_of(task_id)
-        for _ in range(ROUNDS):
-            task, assigned_at = Task(task_id), None
-            for record in await self.store.read(stream):
-                event = load_event(record)
-                task = evolve(task, event)
-                if isinstance(event, TaskAssigned):
-                    assigned_at = record.recorded_at
-            events = decide(task, assigned_at)
-            if not events:
-                return False
-            outbox = outbox_messages(placement.effects_of(task, events), sender=WORKER)
-            try:
-                await self.store.append(
-                    stream,
-                    task.version,
-                    [new_event(e) for e in events],
-                    metadata=self._meta(),
-                    outbox=outbox,
-                    cancel_timers_of=placement.cancels_of(task, events),
-                )
-            except ConcurrencyError:
-                continue
-            log.info(
-                f"allocator.{what}", task_id=str(task_id), events=[e.type_name() for e in events]
-            )
-            return True
-        return False
-
+    # ---- the placement lease, and following the store while standby ----
     async def _hold_lease(self) -> None:
-        acquire = getattr(self.store, "acquire_lease", None)
-        if acquire is None:
-            return  # a store without leases (a test double): rely on single active consumer
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._lease_until - LEASE_TTL_S * 2 / 3:
+        if self.lease.valid() and not self.lease.due():
             return
-        if not await acquire(LEASE, self.owner, LEASE_TTL_S):
+        if self.active:
+            held = await self.lease.try_take()
+        else:
+            held = await self.lease.take(TAKEOVER_WAIT_S)
+        if not held:
             self.active = False
             raise Retry("another allocator replica holds the placement lease", after=1.0)
-        self._lease_until = loop.time() + LEASE_TTL_S
 
     async def release(self) -> None:
-        release = getattr(self.store, "release_lease", None)
-        if release is not None and self.active:
-            with contextlib.suppress(Exception):
-                await release(LEASE, self.owner)
+        if self.active:
+            self.active = False
+            await self.lease.release()
+
+    async def _follow(self) -> None:
+        """Active: renew the lease, save snapshots, retry held streams. Standby: read the tail."""
+        while True:
+            await asyncio.sleep(placement_lease.RENEW_S if self.active else FOLLOW_S)
+            try:
+                if self.active:
+                    await self._renew()
+                elif not self._lock.locked():
+                    async with self._lock:
+                        if not self.active:
+                            await self.keeper.catch_up()
+            except Exception:  # a store hiccup: the next round tries again
+                log.exception("allocator.follow_failed")
+
+    async def _renew(self) -> None:
+        if self.lease.due() and not await self.lease.try_take():
+            log.warning("allocator.lease_lost", replica=self.replica)
+            self.active = False
+            return
+        if self.keeper.snapshot_due() or self.view.held:
+            async with self._lock:
+                if self.keeper.snapshot_due():
+                    await self.keeper.save()
+                await self.keeper.retry_holds()
 
     # ---- odds and ends ----
     def _fresh_windows(self, now: datetime) -> None:
@@ -364,19 +344,3 @@ class Allocator:
                 await self.tick()
             except Exception:  # the next batch or tick tries again
                 log.exception("allocator.tick_failed")
-
-
-def _agent_gone(agent_id: str, why: str) -> Ending:
-    return lambda task, _: placement.decide_agent_gone(task, agent_id, why)
-
-
-def _not_started(now: datetime) -> Ending:
-    return lambda task, at: [] if at is None else placement.decide_not_started(task, at, now)
-
-
-def _pending_expired(now: datetime, why: str) -> Ending:
-    return lambda task, _: placement.decide_pending_expired(task, now, why)
-
-
-def _undeliverable(why: str) -> Ending:
-    return lambda task, _: placement.decide_undeliverable(task, why)

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import structlog
 
+from broker.errors import Retry
 from contracts import (
     AcquireLease,
     DeclareResource,
@@ -32,6 +33,7 @@ from workers.runtime.messages import Effect
 log = structlog.get_logger(__name__)
 
 LeaseCommand = DeclareResource | AcquireLease | RenewLease | ReleaseLease
+HELD_RETRY_S = 5.0  # a command on a resource held at an unreadable event waits this long
 
 
 # ---- 1. commands ----
@@ -48,6 +50,9 @@ def on_commands(proj: Projection, commands: list[LeaseCommand], now: datetime, p
 
 
 def _on_command(proj: Projection, cmd: LeaseCommand, now: datetime, plan: Plan) -> None:
+    held = proj.held.get(resource_stream(cmd.resource))
+    if held is not None:
+        raise Retry(f"resource {cmd.resource!r} is held: {held.reason}", after=HELD_RETRY_S)
     match cmd:
         case DeclareResource():
             view = proj.resource(cmd.resource)
@@ -122,6 +127,8 @@ def _holder(proj: Projection, resource: str, lease_id: UUID, token: int) -> Hold
 
 def settle_leases(proj: Projection, now: datetime, plan: Plan) -> None:
     for view in proj.resources.values():
+        if resource_stream(view.name) in proj.held:
+            continue  # its holders are not known for sure: end none
         for holder in list(view.holders.values()):
             if holder.lease_id in plan.ended:
                 continue
@@ -164,7 +171,7 @@ def _end(proj: Projection, plan: Plan, resource: str, holder: Holder, expired: s
 
 def free_units(proj: Projection, plan: Plan, resource: str) -> int:
     view = proj.resources.get(resource)
-    if view is None:
+    if view is None or resource_stream(resource) in proj.held:
         return 0
     capacity = _declared_capacity(plan, resource, view.capacity)
     return capacity - len(view.holders) + plan.freed[resource]

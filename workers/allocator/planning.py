@@ -39,6 +39,7 @@ from workers.allocator.leases import (
 )
 from workers.allocator.plan import Plan, next_version, resource_stream
 from workers.allocator.projection import ACTIVE, AgentView, OpenTask, Projection
+from workers.registry.state import stream_of as stream_of_agent
 from workers.tasks import placement
 
 __all__ = [
@@ -67,7 +68,7 @@ def place(proj: Projection, now: datetime, plan: Plan) -> None:
     load = {a.agent_id: len(a.inflight) for a in proj.agents.values()}
     by_capability: dict[str, list[AgentView]] = defaultdict(list)
     for agent in proj.agents.values():
-        if agent.status == "live":
+        if agent.status == "live" and stream_of_agent(agent.agent_id) not in proj.held:
             for capability in agent.capabilities:
                 by_capability[capability].append(agent)
     full: set[str] = set()  # capabilities with no free slot left: skip their tasks fast

@@ -6,6 +6,13 @@ their owners' one typed fold (``workers.tasks.state``, ``workers.registry.state`
 the view adds only what placement needs beside it (submit order, the agents'
 running work, when an assignment was recorded, the leases it holds). Tasks
 leave the view when they end, so its size follows the open work, not the history.
+
+An event ``apply`` cannot decode (a newer release's version, a broken payload) is
+never skipped silently: its stream is *held* at that event (``held``, with the
+reason). A held task is neither placed nor timed out (it waits in ``held_tasks``,
+still counted on its agent); a held agent gets no new work; a held resource grants
+nothing. Everything else goes on. ``refold`` takes the stream again from its first
+event once it reads (after an upcaster ships), so the view then equals a full replay.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from contracts import (
+    ContractError,
     Event,
     LeaseExpired,
     LeaseGranted,
@@ -26,13 +34,14 @@ from contracts import (
     TaskRequeued,
     TaskSubmitted,
 )
+from workers.allocator.holds import Held, held_changed
 from workers.registry import state as agents
 from workers.runtime.messages import load_event
 from workers.store.base import RecordedEvent
 from workers.tasks.placement import ENDING, placeable, task_of
 from workers.tasks.state import ACTIVE, Task, evolve
 
-__all__ = ["ACTIVE", "AgentView", "Holder", "OpenTask", "Projection", "ResourceView"]
+__all__ = ["ACTIVE", "AgentView", "Held", "Holder", "OpenTask", "Projection", "ResourceView"]
 
 RESOURCE_PREFIX = "resource-"
 
@@ -113,6 +122,9 @@ class Projection:
     waits: dict[UUID, str] = field(default_factory=dict)
     # tasks whose placement failed for a reason of their own: left alone until then
     set_aside: dict[UUID, datetime] = field(default_factory=dict)
+    # streams stopped at an event this code cannot decode, by stream name
+    held: dict[str, Held] = field(default_factory=dict)
+    held_tasks: dict[UUID, OpenTask] = field(default_factory=dict)  # the tasks of held streams
 
     def resource(self, name: str) -> ResourceView:
         view = self.resources.get(name)
@@ -130,6 +142,16 @@ class Projection:
         if record.position <= self.position:
             return  # already seen
         self.position = record.position
+        if record.stream in self.held:
+            self._while_held(record)
+            return
+        try:
+            self._route(record)
+        except (ContractError, TypeError, ValueError) as exc:
+            # decoding comes before any change, so nothing of this record was applied
+            self._hold(record, exc)
+
+    def _route(self, record: RecordedEvent) -> None:
         stream = record.stream
         task_id = task_of(stream)
         if task_id is not None:
@@ -142,6 +164,51 @@ class Projection:
         elif stream.startswith(RESOURCE_PREFIX):
             self._resource(load_event(record), record.version)
 
+    # ---- streams held at an unreadable event ----
+    def _hold(self, record: RecordedEvent, exc: Exception) -> None:
+        held = Held(record.stream, record.position, record.type, record.schema_version, str(exc))
+        self.held[record.stream] = held
+        task_id = task_of(record.stream)
+        open_task = self.tasks.pop(task_id, None) if task_id is not None else None
+        if open_task is not None:
+            self.held_tasks[open_task.task_id] = open_task
+            self.waits.pop(open_task.task_id, None)
+            self.set_aside.pop(open_task.task_id, None)
+        held_changed(self, held, "held")
+
+    def _while_held(self, record: RecordedEvent) -> None:
+        """A later event of a held stream is read with the rest when the stream is
+        taken again; only a task's end (its type suffices) lets the hold go."""
+        task_id = task_of(record.stream)
+        if task_id is None or record.type not in ENDING:
+            return
+        open_task = self.held_tasks.pop(task_id, None)
+        if open_task is not None:
+            self._release_agent(open_task)
+        held_changed(self, self.held.pop(record.stream), "ended")
+
+    def refold(self, stream: str, records: list[RecordedEvent]) -> None:
+        """Take a held stream again from its first event (each must decode): what a full
+        replay would have built of it, up to this view's position."""
+        held = self.held.pop(stream)
+        task_id = task_of(stream)
+        if task_id is not None:
+            open_task = self.held_tasks.pop(task_id, None)
+            if open_task is not None:
+                self._release_agent(open_task)
+            self.avoid = {k: t for k, t in self.avoid.items() if k[0] != task_id}
+        agent_id = agents.agent_of(stream)
+        if agent_id is not None:
+            self.agent(agent_id).state = agents.Agent(agent_id)
+        if stream.startswith(RESOURCE_PREFIX):
+            name = stream.removeprefix(RESOURCE_PREFIX)
+            self.resources[name] = ResourceView(name)
+        for record in records:
+            if record.position <= self.position:
+                self._route(record)
+        held_changed(self, held, "resumed")
+
+    # ---- tasks ----
     # ---- tasks ----
     def _task(self, task_id: UUID, record: RecordedEvent) -> None:
         open_task = self.tasks.get(task_id)
@@ -180,10 +247,14 @@ class Projection:
         if held_after is not None:
             self.agent(held_after).inflight.add(task_id)
 
-    def _forget(self, open_task: OpenTask) -> None:
+    def _release_agent(self, open_task: OpenTask) -> None:
         task = open_task.task
         if task.agent_id is not None and task.state in ACTIVE:
             self.agent(task.agent_id).inflight.discard(task.task_id)
+
+    def _forget(self, open_task: OpenTask) -> None:
+        task = open_task.task
+        self._release_agent(open_task)
         del self.tasks[task.task_id]
         self.waits.pop(task.task_id, None)
         self.set_aside.pop(task.task_id, None)

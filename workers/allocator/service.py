@@ -45,10 +45,9 @@ class AllocatorService:
         )
 
     async def start(self) -> None:
-        self.allocator.start_timer()
+        await self.allocator.start()  # the view (snapshot + tail) before the first delivery
         await self.consumer.start()
 
     async def stop(self) -> None:
         await self.consumer.stop()
-        await self.allocator.stop_timer()
-        await self.allocator.release()
+        await self.allocator.stop()

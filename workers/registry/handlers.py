@@ -20,8 +20,9 @@ import structlog
 from broker.router import Incoming
 from contracts import DeregisterAgent, Heartbeat, RegisterAgent
 from workers.registry.domain import CheckDrained, CheckSilence, Command, HeartbeatSeen, decide
+from workers.registry.follow import AgentFollower
 from workers.registry.holdings import Holdings
-from workers.registry.state import STREAM_PREFIX, Agent, agent_of, evolve, fold, stream_of
+from workers.registry.state import Agent, evolve, fold, stream_of
 from workers.runtime.clock import Clock
 from workers.runtime.conflicts import on_conflict_retry
 from workers.runtime.messages import load_event, metadata_for, new_event
@@ -49,7 +50,8 @@ class Registry:
         # a standby hears no heartbeats and would declare everyone lost.
         self.active = False
         self._last_delivery: datetime | None = None
-        self._position = 0  # how far this replica has read the agents' history
+        # the agents' fold from a snapshot and the tail of agent-* (every replica follows)
+        self.follower = AgentFollower(store, self.agents)
         # The consumer runs deliveries concurrently; one agent's messages must still be
         # decided in the order it sent them (register x, then register x+y). asyncio.Lock
         # is FIFO and is taken before the first await, so delivery order is kept.
@@ -63,28 +65,21 @@ class Registry:
         return state
 
     async def load_present(self) -> int:
-        """Every live or draining agent from the store, each with a fresh window."""
+        """Every live or draining agent (snapshot + tail), each with a fresh window."""
+        await self.follower.catch_up()
         now = self.clock.now()
-        folded: dict[str, Agent] = {}
-        position = 0
-        while True:
-            page = await self.store.read_all(position, PAGE, stream_prefix=STREAM_PREFIX)
-            for record in page:
-                agent_id = agent_of(record.stream)
-                if agent_id is not None:
-                    state = folded.get(agent_id) or Agent(agent_id)
-                    folded[agent_id] = evolve(state, load_event(record))
-                position = record.position
-            if len(page) < PAGE:
-                break
-        self._position = max(self._position, position)
-        for agent_id, state in folded.items():
-            self.agents[agent_id] = state
+        for agent_id, state in self.agents.items():
             if state.present:
                 self.last_seen[agent_id] = now
         present = sum(1 for a in self.agents.values() if a.present)
         log.info("registry.loaded", agents=len(self.agents), present=present)
         return present
+
+    async def stop(self) -> None:
+        """A clean stop saves the agents' fold, so the next start reads only the tail."""
+        if self.active:
+            await self.follower.catch_up()
+            await self.follower.save()
 
     async def _noticed(self) -> None:
         """A delivery arrived: this replica is (or just became) the active one."""
@@ -126,7 +121,7 @@ class Registry:
 
     # ---- the sweeper ----
     async def catch_up(self) -> None:
-        """Reload the agents whose streams moved since we last read them.
+        """Fold the agent records written since we last read (the follower's tail).
 
         Our cache only sees our own writes. After a connection blip another replica may
         have believed it was active for a moment and written (typically: every agent
@@ -134,20 +129,10 @@ class Registry:
         those agents live in memory, never rejoin them on their heartbeats, and nothing
         would be placed on them again.
         """
-        moved: set[str] = set()
-        while True:
-            page = await self.store.read_all(self._position, PAGE, stream_prefix=STREAM_PREFIX)
-            for record in page:
-                self._position = record.position
-                agent_id = agent_of(record.stream)
-                if agent_id is not None:
-                    moved.add(agent_id)
-            if len(page) < PAGE:
-                break
+        moved = await self.follower.catch_up()
         now = self.clock.now()
         for agent_id in moved:
-            async with self._locks[agent_id]:
-                state = await self.load(agent_id)
+            state = self.agents[agent_id]
             if state.present:
                 self.last_seen.setdefault(agent_id, now)
             else:
@@ -155,9 +140,11 @@ class Registry:
 
     async def sweep(self) -> int:
         """Declare lost every present agent silent past its window; returns how many."""
+        await self.catch_up()  # a standby follows too, so a takeover reads only the tail
         if not self.active:
             return 0
-        await self.catch_up()
+        if self.follower.snapshot_due():
+            await self.follower.save()
         now = self.clock.now()
         lost = 0
         for agent in list(self.agents.values()):

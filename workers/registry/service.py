@@ -50,6 +50,10 @@ class RegistryService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.consumer.stop()
+        try:
+            await self.registry.stop()
+        except Exception:  # the periodic snapshot stands; the next start reads a longer tail
+            log.exception("registry.snapshot_failed")
 
     async def _sweep_forever(self) -> None:
         interval = self.ctx.settings.sweep_interval_s
