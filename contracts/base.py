@@ -1,4 +1,4 @@
-"""The base of every message model: frozen, strict about unknown fields, versioned.
+"""The base of every message model: frozen, versioned, strict or tolerant by kind.
 
 A message class declares what it is with class variables, not fields, so the
 payload on the wire holds only data:
@@ -7,8 +7,17 @@ payload on the wire holds only data:
   notice (tells one agent or client something).
 - ``route``: for commands, the worker that owns them (``registry``, ``tasks``,
   ``allocator``); it is also the first word of the routing key.
-- ``version``: the schema version; older versions are upcast on read.
+- ``version``: the schema version this code reads; older versions are upcast on read.
+- ``writes``: the version this release writes, if older than ``version`` (the fleet may
+  still run replicas that read only that one; contracts/versions.py turns it back).
 - ``abstract``: set on shared bases, which are not messages themselves.
+
+Unknown fields (docs/upgrades.md): events and notices *ignore* them, so a newer release
+may add an optional field without a new version and an older reader still takes the
+message. Commands *refuse* them: a command field the worker does not know is a request
+it would silently not honour (a typo'd ``max_attempt``, or a feature of a newer release
+that an older replica would skip), so it is ``invalid``; a new command field comes with
+a new version, which an older replica parks for a newer one instead.
 """
 
 from __future__ import annotations
@@ -38,11 +47,12 @@ def _register(cls: type[Message]) -> None:
 class Message(BaseModel):
     """A typed payload. Subclasses are registered by type name when defined."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     kind: ClassVar[Kind]
     route: ClassVar[str | None] = None
     version: ClassVar[int] = 1
+    writes: ClassVar[int | None] = None  # None: write ``version``
     abstract: ClassVar[bool] = True
 
     @classmethod
@@ -58,6 +68,8 @@ class Message(BaseModel):
 
 
 class Command(Message):
+    model_config = ConfigDict(extra="forbid")
+
     kind: ClassVar[Kind] = "command"
     abstract: ClassVar[bool] = True
 

@@ -23,10 +23,10 @@ from contracts.errors import (
     MalformedMessage,
     MessageTooLarge,
     UnknownMessageType,
-    UnsupportedVersion,
 )
 from contracts.ids import new_id
-from contracts.registry import lookup, upcast
+from contracts.registry import lookup
+from contracts.versions import Origin, dump_envelope, lift
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 
@@ -90,7 +90,7 @@ def envelope_class(message_cls: type[M]) -> type[Envelope[M]]:
 
 
 def encode(envelope: Envelope[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    body = envelope.model_dump_json().encode()
+    body = dump_envelope(envelope, envelope.payload)  # in the version the fleet reads
     if len(body) > max_bytes:
         raise MessageTooLarge(
             f"{envelope.type} message is {len(body)} bytes, over the limit of {max_bytes}"
@@ -117,7 +117,8 @@ def decode(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope[Messag
     cls = lookup(type_name)
     if cls is None:
         raise UnknownMessageType(f"no contract for message type {type_name!r}")
-    obj["payload"] = _upcast_payload(cls, obj)
+    origin = Origin(at=_sent_at(obj.get("sent_at")))
+    obj["payload"] = lift(cls, obj.get("version"), obj.get("payload"), origin)
     obj["version"] = cls.version
     try:
         return envelope_class(cls).model_validate(obj)
@@ -125,41 +126,28 @@ def decode(raw: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Envelope[Messag
         raise invalid_from(exc, type_name) from None
 
 
-def decode_payload(type_name: str, version: int, data: Any) -> Message:
-    """Validate a stored payload (an event's data) into its model, upcasting old versions."""
+def decode_payload(
+    type_name: str, version: int, data: Any, *, recorded_at: datetime | None = None
+) -> Message:
+    """Validate a stored payload (an event's data) into its model, upcasting old versions.
+
+    ``recorded_at``: when the store recorded it, for upcasters that fill a field from it."""
     cls = lookup(type_name)
     if cls is None:
         raise UnknownMessageType(f"no contract for message type {type_name!r}")
-    payload = _upcast_payload(cls, {"type": type_name, "version": version, "payload": data})
+    payload = lift(cls, version, data, Origin(at=recorded_at))
     try:
         return cls.model_validate(payload)
     except ValidationError as exc:
         raise invalid_from(exc, type_name) from None
 
 
-def _upcast_payload(cls: type[Message], obj: dict[str, Any]) -> Any:
-    version = obj.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise InvalidMessage(
-            "envelope has no positive integer 'version'",
-            [{"loc": "version", "msg": "a positive integer is required"}],
-        )
-    payload = obj.get("payload")
-    if version > cls.version:
-        raise UnsupportedVersion(
-            f"{cls.type_name()} version {version} is newer than this code reads "
-            f"(up to {cls.version})"
-        )
-    if version < cls.version:
-        if not isinstance(payload, dict):
-            raise InvalidMessage("payload must be an object", [{"loc": "payload", "msg": "object"}])
-        try:
-            payload = upcast(cls.type_name(), version, cls.version, payload)
-        except KeyError:
-            raise UnsupportedVersion(
-                f"{cls.type_name()} version {version} has no upcaster to {cls.version}"
-            ) from None
-    return payload
+def _sent_at(value: Any) -> datetime | None:
+    """The envelope's send time for upcasters; a bad one fails validation later anyway."""
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def invalid_from(exc: ValidationError, type_name: str) -> InvalidMessage:

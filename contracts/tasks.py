@@ -128,6 +128,12 @@ class TaskTimerDue(Command):
 
 
 class TaskSubmitted(Event):
+    """A task is recorded. Version 2: ``submitted_at`` is always there (contracts/upcasters.py
+    lifts version 1, which had none before owners, from the record's time)."""
+
+    version: ClassVar[int] = 2
+    writes: ClassVar[int | None] = 1  # until no replica older than this release is left
+
     task_id: UUID
     capability: Capability
     payload: JsonValue = None
@@ -142,8 +148,8 @@ class TaskSubmitted(Event):
     reply_to: str | None = None
     ready: bool = Field(description="true when it has no dependency left to wait for")
     pending_timeout_s: float = DEFAULT_PENDING_TIMEOUT_S
-    submitted_at: datetime | None = Field(
-        default=None, description="the task manager's clock at submit (None: recorded before)"
+    submitted_at: datetime = Field(
+        description="the task manager's clock at submit (version 1: the time it was recorded)"
     )
     owner: str | None = Field(
         default=None,

@@ -81,7 +81,13 @@ class History:
         task_id = task_id or uuid4()
         self.add(
             f"task-{task_id}",
-            TaskSubmitted(task_id=task_id, capability=capability, payload=payload, ready=True),
+            TaskSubmitted(
+                submitted_at=datetime.now(UTC),
+                task_id=task_id,
+                capability=capability,
+                payload=payload,
+                ready=True,
+            ),
         )
         return task_id
 

@@ -53,7 +53,13 @@ async def a_finished_task(store: EventStore) -> UUID:
     await record(
         store,
         f"task-{task_id}",
-        TaskSubmitted(task_id=task_id, capability="crawl", payload={"html": EVIL}, ready=True),
+        TaskSubmitted(
+            submitted_at=datetime.now(UTC),
+            task_id=task_id,
+            capability="crawl",
+            payload={"html": EVIL},
+            ready=True,
+        ),
         TaskAssigned(task_id=task_id, agent_id="w1", attempt=1, fencing_token=1, reason="only one"),
     )
     await record(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import uuid4
 
 from broker.settings import BrokerSettings
-from contracts import TaskSubmitted
+from contracts import TaskSubmitted, utcnow
 from workers.dashboard.service import Dashboard, DashboardConfig
 from workers.runtime.messages import new_event
 from workers.store import open_store
@@ -16,7 +16,7 @@ async def test_a_long_history_is_caught_up_a_bounded_stretch_at_a_time(store_url
     await store.start()
     for _ in range(7):
         task_id = uuid4()
-        event = TaskSubmitted(task_id=task_id, capability="echo", ready=True)
+        event = TaskSubmitted(submitted_at=utcnow(), task_id=task_id, capability="echo", ready=True)
         await store.append(f"task-{task_id}", 0, [new_event(event)])
     config = DashboardConfig(
         store_url=store_url,
@@ -35,7 +35,7 @@ async def test_a_long_history_is_caught_up_a_bounded_stretch_at_a_time(store_url
         assert dashboard.projection.by_state == {"pending": 7}
 
         task_id = uuid4()
-        event = TaskSubmitted(task_id=task_id, capability="echo", ready=True)
+        event = TaskSubmitted(submitted_at=utcnow(), task_id=task_id, capability="echo", ready=True)
         await store.append(f"task-{task_id}", 0, [new_event(event)])
         await dashboard.catch_up()
         assert (dashboard.projection.position, dashboard.projection.by_state["pending"]) == (8, 8)

@@ -36,7 +36,9 @@ def record(version: int, event: TaskSubmitted | TaskSucceeded) -> RecordedEvent:
 
 
 def submitted(owner: str | None) -> TaskSubmitted:
-    return TaskSubmitted(task_id=uuid4(), capability="crawl", ready=True, owner=owner)
+    return TaskSubmitted(
+        submitted_at=datetime.now(UTC), task_id=uuid4(), capability="crawl", ready=True, owner=owner
+    )
 
 
 def test_only_the_owner_or_a_service_user_may_read_a_task() -> None:

@@ -14,7 +14,12 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 def test_load_counts_attempts_assigned_or_running_on_each_agent() -> None:
     ids = [uuid4() for _ in range(4)]
-    submit = [TaskSubmitted(task_id=i, capability="x", submitted_by="c", ready=True) for i in ids]
+    submit = [
+        TaskSubmitted(
+            submitted_at=datetime.now(UTC), task_id=i, capability="x", submitted_by="c", ready=True
+        )
+        for i in ids
+    ]
 
     def assign(n: int, agent: str) -> TaskAssigned:
         return TaskAssigned(task_id=ids[n], agent_id=agent, attempt=1, fencing_token=1, reason="t")

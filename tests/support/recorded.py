@@ -82,7 +82,9 @@ async def through_store(store: EventStore, records: list[RecordedEvent]) -> list
 
 
 def submitted(task: UUID) -> Fact:
-    return tasks.stream_of(task), TaskSubmitted(task_id=task, capability="x", ready=True)
+    return tasks.stream_of(task), TaskSubmitted(
+        submitted_at=NOW, task_id=task, capability="x", ready=True
+    )
 
 
 def assigned(task: UUID, agent: str = "a", attempt: int = 1) -> Fact:

@@ -177,7 +177,9 @@ def test_an_assignment_never_started_times_out_without_a_timer() -> None:
 
 def test_the_tasks_domain_gives_the_assignment_and_its_fencing_token() -> None:
     tid = uuid4()
-    task = fold(tid, [TaskSubmitted(task_id=tid, capability="c", ready=True, payload=1)])
+    task = fold(
+        tid, [TaskSubmitted(submitted_at=NOW, task_id=tid, capability="c", ready=True, payload=1)]
+    )
     assignment = placement.assign(task, "a", reason="r", leases=())
     (assigned,) = assignment.events
     assert isinstance(assigned, TaskAssigned)

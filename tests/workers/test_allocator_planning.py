@@ -68,6 +68,7 @@ class Feed:
         self(
             f"task-{tid}",
             TaskSubmitted(
+                submitted_at=NOW,
                 task_id=tid,
                 capability=capability,
                 priority=priority,

@@ -8,14 +8,14 @@ from uuid import uuid4
 import pytest
 from pydantic import ValidationError
 
-from contracts import SubmitTask, TaskAssigned, TaskDead, TaskSubmitted
+from contracts import SubmitTask, TaskAssigned, TaskDead, TaskSubmitted, decode_payload
 from workers.tasks.domain import decide_pending_expired
 from workers.tasks.state import Task, evolve, fold
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-def pending(timeout_s: float = 60.0, at: datetime | None = T0) -> Task:
+def pending(timeout_s: float = 60.0, at: datetime = T0) -> Task:
     tid = uuid4()
     spec = TaskSubmitted(
         task_id=tid, capability="c", ready=True, pending_timeout_s=timeout_s, submitted_at=at
@@ -46,7 +46,13 @@ def test_only_a_pending_task_expires() -> None:
 
 
 def test_a_task_recorded_without_a_submit_time_never_expires() -> None:
-    assert decide_pending_expired(pending(1, at=None), T0 + timedelta(days=9), "x") == []
+    # TaskSubmitted version 1 from before submit times: upcast with the record's time and
+    # the longest pending time-out, so it does not expire because of the upgrade
+    tid = uuid4()
+    old = {"task_id": str(tid), "capability": "c", "ready": True, "submitted_by": "u"}
+    spec = decode_payload("TaskSubmitted", 1, old, recorded_at=T0)
+    task = fold(tid, [spec])  # type: ignore[list-item]
+    assert decide_pending_expired(task, T0 + timedelta(days=9), "x") == []
 
 
 def test_pending_timeout_defaults_to_a_day_and_must_be_positive() -> None:

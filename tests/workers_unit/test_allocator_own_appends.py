@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from contracts import AgentJoined, TaskAssigned, TaskSubmitted
+from contracts import AgentJoined, TaskAssigned, TaskSubmitted, utcnow
 from workers.allocator.handlers import Allocator
 from workers.runtime.clock import SystemClock
 from workers.runtime.messages import new_event
@@ -29,7 +29,13 @@ async def test_own_append_is_applied_without_a_read_and_a_foreign_one_forces_a_r
         )
         for t in (a, b):
             await store.append(
-                f"task-{t}", 0, [new_event(TaskSubmitted(task_id=t, capability="c", ready=True))]
+                f"task-{t}",
+                0,
+                [
+                    new_event(
+                        TaskSubmitted(submitted_at=utcnow(), task_id=t, capability="c", ready=True)
+                    )
+                ],
             )
         await allocator.catch_up()
         assert allocator.view.position == 3

@@ -35,7 +35,9 @@ def history() -> list[tuple[str, Event]]:
         ("agent-x", AgentJoined(agent_id="x", capabilities=("c",), capacity=4))
     ]
     for t in (a, b, c):
-        out.append((f"task-{t}", TaskSubmitted(task_id=t, capability="c", ready=True)))
+        out.append(
+            (f"task-{t}", TaskSubmitted(submitted_at=NOW, task_id=t, capability="c", ready=True))
+        )
         out.append(
             (
                 f"task-{t}",
@@ -82,7 +84,7 @@ def test_the_view_of_an_open_task_is_the_one_fold_of_its_stream() -> None:
 def test_an_ending_event_is_not_validated() -> None:
     feed = Feed()
     tid = uuid4()
-    feed(f"task-{tid}", TaskSubmitted(task_id=tid, capability="c", ready=True))
+    feed(f"task-{tid}", TaskSubmitted(submitted_at=NOW, task_id=tid, capability="c", ready=True))
     feed.view.apply(
         RecordedEvent(
             position=feed.view.position + 1,

@@ -16,20 +16,21 @@ from broker.router import Incoming
 from contracts import Envelope, Event, Message, decode_payload, encode
 from contracts.headers import MESSAGE_TYPE as MESSAGE_TYPE
 from contracts.ids import new_id
+from contracts.versions import for_writing
 from workers.store.base import Metadata, NewEvent, OutboxMessage, RecordedEvent
 
 
 def new_event(event: Event) -> NewEvent:
-    return NewEvent(
-        type=event.type_name(),
-        data=event.model_dump(mode="json"),
-        schema_version=event.version,
-    )
+    """The event to append, in the version every replica of the fleet reads."""
+    version, data = for_writing(event)
+    return NewEvent(type=event.type_name(), data=data, schema_version=version)
 
 
 def load_event(record: RecordedEvent) -> Event:
-    """The recorded event as its contract model (old versions upcast)."""
-    payload = decode_payload(record.type, record.schema_version, record.data)
+    """The recorded event as its contract model (old versions upcast, from its record)."""
+    payload = decode_payload(
+        record.type, record.schema_version, record.data, recorded_at=record.recorded_at
+    )
     if not isinstance(payload, Event):
         raise TypeError(f"{record.type} at position {record.position} is not an event")
     return payload
