@@ -64,3 +64,8 @@ class TaskView(Notice):
     result_omitted: bool = Field(
         default=False, description="the result was too large to repeat here (TaskOutcome has it)"
     )
+    expired: bool = Field(
+        default=False,
+        description="its history left the hot store (retention): state is its final one, "
+        "with no timeline",
+    )

@@ -27,8 +27,8 @@ from typing import Protocol
 
 import structlog
 
-from workers.readmodels import checkpoint
-from workers.readmodels.checkpoint import Health
+from workers.readmodels.checkpoint import SCHEMA as CHECKPOINTS
+from workers.readmodels.checkpoint import Health, advance, load, register
 from workers.readmodels.sql import GuardMissed, Params, ReadModelDb, Row, Statement, database_for
 from workers.store.base import EventStore, RecordedEvent
 from workers.store.errors import StoreUnavailable
@@ -74,9 +74,15 @@ class Projection(Protocol):
       a rollback.
     """
 
-    name: str
-    schema: Sequence[str]
-    streams: str | None
+    # read-only, so plain class attributes (a tuple of DDL, say) satisfy it
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def schema(self) -> Sequence[str]: ...
+
+    @property
+    def streams(self) -> str | None: ...
 
     async def apply(self, tx: Tx, records: Sequence[RecordedEvent]) -> None: ...
 
@@ -116,14 +122,14 @@ class ProjectionRunner:
         """Create the checkpoint table and every projection's tables (idempotent)."""
         if self._started:
             return
-        statements = [*checkpoint.SCHEMA]
+        statements = [*CHECKPOINTS]
         for projection in self.projections:
             statements.extend(projection.schema)
         await self.db.ddl(statements)
         for projection in self.projections:
-            guard = checkpoint.register(projection.name)
+            guard = register(projection.name)
             await self.db.execute(guard.sql, guard.params)
-            self._health[projection.name] = await checkpoint.load(self.db, projection.name)
+            self._health[projection.name] = await load(self.db, projection.name)
         self._started = True
 
     def health(self) -> list[Health]:
@@ -164,14 +170,12 @@ class ProjectionRunner:
             except Exception:
                 tx, new, failed = await self._one_by_one(projection, position, records, new)
             error, error_position = failed if failed else (None, None)
-            guard = checkpoint.advance(
-                name, position, new, error=error, error_position=error_position
-            )
+            guard = advance(name, position, new, error=error, error_position=error_position)
             try:
                 await self.db.commit(guard, tx.writes)
             except GuardMissed:
                 # another runner moved it first: its commit stands, continue from there
-                self._health[name] = await checkpoint.load(self.db, name)
+                self._health[name] = await load(self.db, name)
                 position = self._health[name].position
                 log.info("readmodel.checkpoint_moved", projection=name, position=position)
                 continue

@@ -161,9 +161,17 @@ def _changed(status: str) -> int:
 
 
 def database_for(store: object) -> ReadModelDb:
-    """The read-model database of ``store``: the database it keeps its events in."""
-    if isinstance(store, SqliteEventStore):
-        return SqliteDb(store)
-    if isinstance(store, PostgresEventStore):
-        return PostgresDb(store)
+    """The read-model database of ``store``: the database it keeps its events in.
+
+    ``store`` may be a front (group committer, timing, the handlers' boundary): each keeps
+    the store it wraps as ``.store``."""
+    inner = store
+    for _ in range(8):
+        if isinstance(inner, SqliteEventStore):
+            return SqliteDb(inner)
+        if isinstance(inner, PostgresEventStore):
+            return PostgresDb(inner)
+        inner = getattr(inner, "store", None)
+        if inner is None:
+            break
     raise StoreError(f"read models need a SQLite or PostgreSQL store, not {type(store).__name__}")

@@ -2,18 +2,21 @@
 
 The task comes from the task manager's own fold (``workers/tasks/state.py``)
 over its stream, and the timeline from the same records in words
-(``workers/tasks/timeline.py``). The answer, a ``TaskView``, goes to the
-inbox of the asker's broker-vouched identity (a service user may name its
-inbox in the envelope's ``sender``), caused by the query, so the asker matches
-it by the query's message id. Only the task's owner or a service user hears
-about the task; anyone else is told ``found: false``, exactly as for a task
-that does not exist, so a query cannot even probe which task ids are taken.
+(``workers/tasks/timeline.py``). A task whose streams retention archived
+answers its final state from the tasks read model, marked ``expired``. The
+answer, a ``TaskView``, goes to the inbox of the asker's broker-vouched
+identity (a service user may name its inbox in the envelope's ``sender``),
+caused by the query, so the asker matches it by the query's message id. Only
+the task's owner or a service user hears about the task; anyone else is told
+``found: false``, exactly as for a task that does not exist, so a query cannot
+even probe which task ids are taken.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
+from uuid import UUID
 
 import structlog
 
@@ -28,8 +31,11 @@ from contracts import (
     TimelineEntry,
 )
 from contracts.queries import TIMELINE_MAX
+from workers.readmodels.sql import database_for
+from workers.readmodels.task_queries import TaskRow, get_task
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore, RecordedEvent
+from workers.store.errors import StoreError
 from workers.tasks.state import Task, fold, stream_of
 from workers.tasks.timeline import describe
 
@@ -82,6 +88,32 @@ def view_of(task: Task, records: Sequence[RecordedEvent], *, timeline: bool = Tr
     )
 
 
+async def expired_row(store: EventStore, task_id: UUID) -> TaskRow | None:
+    """The read-model row of a task whose streams retention archived, if it is one."""
+    try:
+        row = await get_task(database_for(store), task_id)
+    except StoreError:  # no read model in this store (yet)
+        return None
+    return row if row is not None and row.expired else None
+
+
+def expired_view(row: TaskRow, incoming: Incoming[Any]) -> TaskView:
+    """Its final state, for its owner or a service user (anyone else: not found)."""
+    task_id = UUID(row.task_id)
+    if not incoming.service and (incoming.principal is None or row.owner != incoming.principal):
+        return TaskView(task_id=task_id, found=False)
+    return TaskView(
+        task_id=task_id,
+        found=True,
+        state=cast(TaskState, row.state),
+        capability=row.capability,
+        attempt=row.attempt,
+        agent_id=row.agent_id,
+        error=row.error,
+        expired=True,
+    )
+
+
 def smaller(view: TaskView) -> TaskView | None:
     """The same view with less in it, for one that is over the message size limit."""
     if view.timeline:
@@ -106,6 +138,8 @@ class TaskQueries:
         task = fold(query.task_id, [load_event(r) for r in records])
         if may_read(task, incoming):
             view = view_of(task, records, timeline=query.timeline)
+        elif not records and (row := await expired_row(self.store, query.task_id)):
+            view = expired_view(row, incoming)
         else:
             view = TaskView(task_id=query.task_id, found=False)
         await self._answer(incoming, view, to)
