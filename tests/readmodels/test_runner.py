@@ -63,9 +63,7 @@ async def test_racing_runners_apply_each_record_once(
     store = await opened(any_store_url)
     expected = await _fill(store, streams=7, events=300)
     # four runners, each on its own store (own connections), small pages: they collide
-    runners = [
-        ProjectionRunner(await opened(any_store_url), [Count()], page=7) for _ in range(4)
-    ]
+    runners = [ProjectionRunner(await opened(any_store_url), [Count()], page=7) for _ in range(4)]
     for runner in runners:
         await runner.start()
     await asyncio.gather(*(r.catch_up() for r in runners))
@@ -100,9 +98,7 @@ async def test_an_unreadable_record_stops_that_projection_at_it_until_a_release_
     await record(store, stuck, submitted(stuck, minutes=1), assigned(stuck))
     # a newer release's TaskStarted (version 2): this release has no contract for it
     v2 = new_event(started(stuck))
-    await store.append(
-        stream_of(stuck), None, [NewEvent(v2.type, v2.data, schema_version=2)]
-    )
+    await store.append(stream_of(stuck), None, [NewEvent(v2.type, v2.data, schema_version=2)])
     bad = await store.last_position()
     await record(store, later, submitted(later, minutes=2))
     last = await store.last_position()
@@ -112,7 +108,8 @@ async def test_an_unreadable_record_stops_that_projection_at_it_until_a_release_
     tasks_health, count_health = runner.health()
     assert tasks_health.error_position == bad
     assert tasks_health.position == bad - 1  # everything before it is applied
-    assert tasks_health.error is not None and "TaskStarted" in tasks_health.error
+    assert tasks_health.error is not None
+    assert "TaskStarted" in tasks_health.error
     assert "version 2" in tasks_health.error
     assert (count_health.position, count_health.error) == (last, None)  # the rest goes on
     db = database_for(store)
@@ -121,9 +118,11 @@ async def test_an_unreadable_record_stops_that_projection_at_it_until_a_release_
         ("tasks", bad),
     ]
     row = await get_task(db, done)
-    assert row is not None and row.state == "succeeded"
+    assert row is not None
+    assert row.state == "succeeded"
     row = await get_task(db, stuck)
-    assert row is not None and row.state == "assigned"
+    assert row is not None
+    assert row.state == "assigned"
     assert await get_task(db, later) is None  # not skipped past: not applied yet
 
     # the fix ships: TaskStarted version 2, and an upcaster from version 1
@@ -133,8 +132,10 @@ async def test_an_unreadable_record_stops_that_projection_at_it_until_a_release_
     await restarted.catch_up()
     assert [(h.position, h.error) for h in restarted.health()] == [(last, None), (last, None)]
     row = await get_task(db, stuck)
-    assert row is not None and (row.state, row.started_at) != ("assigned", None)
+    assert row is not None
+    assert (row.state, row.started_at) != ("assigned", None)
     assert row.state == "running"
     row = await get_task(db, later)
-    assert row is not None and row.state == "pending"
+    assert row is not None
+    assert row.state == "pending"
     assert await counts(restarted) == await counts(runner)  # counted once, not again
