@@ -39,6 +39,7 @@ from broker.settle import Settlement
 from broker.topology import QueueSpec
 from broker.trust import Trust
 from contracts import BUNDLE_CONTENT_TYPE, ContractError, InvalidMessage, Message, decode
+from contracts.versions import NewerVersion
 
 log = structlog.get_logger(__name__)
 
@@ -231,6 +232,11 @@ class Consumer:
         ):
             try:
                 envelope = decode(delivery.body, max_bytes=self._settings.max_message_bytes)
+            except (
+                NewerVersion
+            ) as exc:  # written by the next release: one of its replicas may read it
+                await self.settle.newer_version(delivery, headers, attempt, exc)
+                return True
             except ContractError as exc:
                 errors = exc.errors if isinstance(exc, InvalidMessage) else None
                 await self.settle.dead_letter(

@@ -23,6 +23,7 @@ from broker.metrics import ConsumerMetrics
 from broker.publisher import Outgoing, Publisher
 from broker.topology import DELAY_TIERS_MS, QueueSpec, pick_tier
 from broker.trust import Trust
+from contracts.versions import NewerVersion
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +98,29 @@ class Settlement:
         retry_headers.setdefault(h.DL_ROUTING_KEY, delivery.routing_key)
         await self.park(delivery, retry_headers, attempt + 1, delay)
 
+    async def newer_version(
+        self, delivery: Delivery, headers: dict[str, Any], attempt: int, exc: NewerVersion
+    ) -> None:
+        """A message newer than this code reads: park it for a replica of the next release
+        (a rolling upgrade is under way), or dead-letter it with the reason once the retry
+        horizon has passed, or at once if it is more than one release ahead."""
+        now = time.time()
+        since = int_header(headers.get(h.NEWER_SINCE), 0) or int(now * 1000)
+        delay = newer_wait(since / 1000, now, self.horizon_s, attempt) if exc.next_release else None
+        if delay is None:
+            waited = now - since / 1000
+            detail = (
+                exc.detail if waited < 1 else f"{exc.detail}; no replica took it in {waited:.0f} s"
+            )
+            await self.dead_letter(delivery, headers, exc.reason, detail, None, attempt)
+            return
+        log.info("message.parked_for_newer_release", delay_s=round(delay, 3), error=exc.detail)
+        self.metrics.retried(delivery.type, type(exc).__name__)
+        out = {**headers, h.NEWER_SINCE: since, h.LAST_ERROR: exc.detail[:1000]}
+        out.setdefault(h.DL_EXCHANGE, delivery.exchange)
+        out.setdefault(h.DL_ROUTING_KEY, delivery.routing_key)
+        await self.park(delivery, out, attempt + 1, delay)
+
     def backoff(self, attempt: int) -> float:
         growth: float = 2.0 ** (attempt - 1)
         return min(self.settings.retry_max_s, self.settings.retry_initial_s * growth)
@@ -169,3 +193,14 @@ class Settlement:
             )
         )
         self.settled += 1
+
+
+def newer_wait(since: float, now: float, horizon_s: float, attempt: int) -> float | None:
+    """How long to park a message a newer release wrote (None: no longer: dead-letter it).
+
+    Waits grow from a second, so a replica of the new release started in the meantime
+    takes it soon, and all of them end within ``horizon_s`` of the first refusal."""
+    left = since + horizon_s - now
+    if left <= 0:
+        return None
+    return min(left, max(1.0, min(30.0, 2.0 ** (attempt - 1))))

@@ -17,6 +17,9 @@ ATTEMPT = "x-rally-attempt"  # 1 on the first delivery; grows with each retry th
 DUE_AT = "x-rally-due-at"  # epoch ms before which a retried message hops another delay tier
 LAST_ERROR = "x-rally-last-error"  # why the previous attempt failed
 TARGET_QUEUE = "x-rally-queue"  # the work queue a retried message goes back to
+# epoch ms a replica first parked a message one version newer than it reads, for a replica
+# of the next release (a rolling upgrade); dead-lettered unknown_version past the horizon
+NEWER_SINCE = "x-rally-newer-since"
 # the broker user who first sent a copy that a service user re-published ("" = anonymous)
 ORIGINAL_USER_ID = "x-rally-original-user-id"
 
