@@ -27,6 +27,10 @@ class RegisterAgent(Command):
     labels: dict[Label, Label] = Field(default_factory=dict, max_length=64)
     software_version: Label = "unknown"
     heartbeat_interval_s: Seconds = 5.0
+    bundles: bool = Field(
+        default=True,
+        description="false: the workers send it every notice alone, never in a bundle",
+    )
 
     _unique_capabilities = field_validator("capabilities")(_sorted_unique)
 
@@ -57,6 +61,7 @@ class AgentJoined(Event):
     labels: dict[str, str] = Field(default_factory=dict)
     software_version: str = "unknown"
     heartbeat_interval_s: float = 5.0
+    bundles: bool = True
 
 
 class AgentUpdated(Event):
@@ -68,6 +73,7 @@ class AgentUpdated(Event):
     labels: dict[str, str] = Field(default_factory=dict)
     software_version: str = "unknown"
     heartbeat_interval_s: float = 5.0
+    bundles: bool = True
 
 
 class AgentDraining(Event):

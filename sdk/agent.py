@@ -68,7 +68,9 @@ class Agent:
         drain_timeout_s: float | None = None,
         flush_timeout_s: float = 60.0,
         metrics_port: int | None = None,
+        bundles: bool = True,
     ) -> None:
+        """``bundles=False`` registers that the workers must send it every notice alone."""
         self.agent_id = agent_id
         self.capacity = capacity
         self.labels = dict(labels or {})
@@ -79,6 +81,7 @@ class Agent:
         self.declare = declare  # declare the shared topology if missing (idempotent)
         self.drain_timeout_s = drain_timeout_s
         self.flush_timeout_s = flush_timeout_s
+        self.bundles = bundles
         self.metrics_port = metrics_port  # Prometheus /metrics; after start, the port bound
         self._metrics = Exposure()
         self.handlers: dict[str, Handler] = {}
@@ -238,6 +241,7 @@ class Agent:
             labels=self.labels,
             software_version=self.software_version,
             heartbeat_interval_s=self.heartbeat_interval_s,
+            bundles=self.bundles,
         )
 
     async def _heartbeats(self) -> None:

@@ -82,6 +82,7 @@ def _manifest(cmd: RegisterAgent) -> dict[str, object]:
         "labels": dict(cmd.labels),
         "software_version": cmd.software_version,
         "heartbeat_interval_s": cmd.heartbeat_interval_s,
+        "bundles": cmd.bundles,
     }
 
 
@@ -92,6 +93,7 @@ def _same_manifest(state: Agent, cmd: RegisterAgent) -> bool:
         and state.labels == dict(cmd.labels)
         and state.software_version == cmd.software_version
         and state.heartbeat_interval_s == cmd.heartbeat_interval_s
+        and state.bundles == cmd.bundles
     )
 
 
@@ -137,6 +139,7 @@ def _heartbeat(state: Agent, hb: Heartbeat, held: int | None) -> list[Event]:
                 labels=dict(state.labels),
                 software_version=state.software_version,
                 heartbeat_interval_s=state.heartbeat_interval_s,
+                bundles=state.bundles,
             )
         ]
     return []

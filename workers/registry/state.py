@@ -38,6 +38,7 @@ class Agent:
     labels: dict[str, str] = field(default_factory=dict)
     software_version: str = "unknown"
     heartbeat_interval_s: float = 5.0
+    bundles: bool = True  # false: its notices go alone, never bundled
     version: int = 0  # the stream version this state reflects
 
     @property
@@ -57,6 +58,7 @@ def evolve(state: Agent, event: Event) -> Agent:
                 labels=dict(event.labels),
                 software_version=event.software_version,
                 heartbeat_interval_s=event.heartbeat_interval_s,
+                bundles=event.bundles,
             )
         case AgentDraining():
             return replace(nxt, status="draining")

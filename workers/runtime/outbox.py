@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 import structlog
@@ -20,6 +21,7 @@ from broker.errors import Unroutable
 from broker.publisher import Outgoing, Publisher
 from contracts.headers import POSITION, STREAM, VERSION
 from workers.runtime.messages import MESSAGE_TYPE
+from workers.runtime.recipients import SingleRecipients
 from workers.store.base import OutgoingRecord, RecordedEvent, stream_category
 
 log = structlog.get_logger(__name__)
@@ -78,13 +80,17 @@ class OutboxPublisher:
     later row of its stream.
     """
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, singles: SingleRecipients | None = None) -> None:
         self.publisher = publisher
         self.topology = publisher.topology
         self.dropped = 0
+        self.singles = singles  # inboxes of agents that registered with bundles: false
 
     async def publish_outbox(self, messages: Sequence[OutgoingRecord]) -> None:
-        results = await self.publisher.publish_each([self._outgoing(m) for m in messages])
+        outgoing = [self._outgoing(m) for m in messages]
+        if self.singles is not None:
+            outgoing = [await self._alone_if_asked(m) for m in outgoing]
+        results = await self.publisher.publish_each(outgoing)
         for message, result in zip(messages, results, strict=True):
             if isinstance(result, Unroutable):
                 self.dropped += 1
@@ -93,6 +99,13 @@ class OutboxPublisher:
                 )
             elif isinstance(result, BaseException):
                 raise result
+
+    async def _alone_if_asked(self, message: Outgoing) -> Outgoing:
+        if message.exchange != self.topology.inbox or self.singles is None:
+            return message
+        if await self.singles.alone(message.routing_key):
+            return replace(message, bundle=False)
+        return message
 
     def _outgoing(self, record: OutgoingRecord) -> Outgoing:
         return Outgoing(

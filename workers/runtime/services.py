@@ -28,6 +28,7 @@ from workers.runtime.context import Service, ServiceContext
 from workers.runtime.dependencies import HandlerStore
 from workers.runtime.metrics import timed
 from workers.runtime.outbox import OutboxPublisher, encode_event
+from workers.runtime.recipients import SingleRecipients
 from workers.runtime.settings import WORKERS, WorkerSettings
 from workers.store import open_store
 from workers.store.group_commit import GroupCommitter
@@ -88,7 +89,7 @@ async def run_services(
         publisher = await Publisher(conn, sender=role).start()
         relay = Relay(
             store,
-            OutboxPublisher(publisher),
+            OutboxPublisher(publisher, SingleRecipients(store)),
             encode_event,
             replica=f"{role}:{replica}",
             claim_seconds=settings.relay_claim_s,
