@@ -28,6 +28,9 @@ from broker.topology import Topology
 
 log = structlog.get_logger(__name__)
 
+# RabbitMQ 3.10+: a new quorum queue's leader goes to the node leading the fewest
+LEADER_LOCATOR = "balanced"
+
 
 def connection_name(role: str, replica: str | None = None) -> str:
     parts = [role, replica or str(os.getpid()), socket.gethostname()]
@@ -88,7 +91,13 @@ def first_node(count: int) -> int:
 class BrokerConnection:
     def __init__(self, settings: BrokerSettings, *, role: str, replica: str | None = None):
         self.settings = settings
-        self.topology = Topology(settings.namespace)
+        # on a cluster, new quorum queues get its size and leaders spread over its nodes
+        clustered = settings.quorum_initial_group_size is not None
+        self.topology = Topology(
+            settings.namespace,
+            quorum_size=settings.quorum_initial_group_size,
+            leader_locator=LEADER_LOCATOR if clustered else None,
+        )
         self.name = connection_name(role, replica)
         self._conn: AbstractRobustConnection | None = None
         # strong references: aio-pika re-declares and re-consumes only what is alive

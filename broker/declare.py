@@ -7,6 +7,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from broker.connection import BrokerConnection
 from broker.errors import TopologyError
+from broker.placement import placed_arguments
 from broker.topology import ExchangeKind, QueueSpec, Topology
 
 _KINDS = {
@@ -23,7 +24,7 @@ async def declare_topology(conn: BrokerConnection) -> None:
         for spec in topology.exchanges():
             await channel.declare_exchange(spec.name, _KINDS[spec.kind], durable=True)
         for queue in topology.delay_queues():
-            await _declare(channel, topology, queue, limit)
+            await _declare(channel, topology, queue, limit, conn)
         shared = await channel.declare_queue(
             topology.shared_dlq, durable=True, arguments={"x-queue-type": "quorum"}
         )
@@ -45,7 +46,9 @@ async def declare_queue(
         return conn.keep(await _existing_queue(conn, channel, spec.name))
     if spec.dead_letter:
         await check_exchange(conn, conn.topology.dlx)
-    return conn.keep(await _declare(channel, conn.topology, spec, conn.settings.delivery_limit))
+    return conn.keep(
+        await _declare(channel, conn.topology, spec, conn.settings.delivery_limit, conn)
+    )
 
 
 async def declare_for_others(conn: BrokerConnection, spec: QueueSpec) -> None:
@@ -55,14 +58,18 @@ async def declare_for_others(conn: BrokerConnection, spec: QueueSpec) -> None:
         await check_exchange(conn, conn.topology.dlx)
     channel = await conn.connection.channel(publisher_confirms=False)
     try:
-        await _declare(channel, conn.topology, spec, conn.settings.delivery_limit)
+        await _declare(channel, conn.topology, spec, conn.settings.delivery_limit, conn)
     finally:
         if not channel.is_closed:
             await channel.close()
 
 
 async def _declare(
-    channel: AbstractChannel, topology: Topology, spec: QueueSpec, delivery_limit: int
+    channel: AbstractChannel,
+    topology: Topology,
+    spec: QueueSpec,
+    delivery_limit: int,
+    conn: BrokerConnection,
 ) -> AbstractQueue:
     if spec.dead_letter:
         dlq = await channel.declare_queue(
@@ -78,9 +85,11 @@ async def _declare(
             arguments=topology.queue_arguments(spec, delivery_limit) or None,
         )
     else:
-        queue = await channel.declare_queue(
-            spec.name, durable=True, arguments=topology.queue_arguments(spec, delivery_limit)
+        # a queue that exists keeps the replicas and leader it was created with
+        arguments = await placed_arguments(
+            conn, spec.name, topology.queue_arguments(spec, delivery_limit)
         )
+        queue = await channel.declare_queue(spec.name, durable=True, arguments=arguments)
     for exchange, key in spec.bindings:
         await queue.bind(exchange, routing_key=key)
     for exchange, key in spec.retired:

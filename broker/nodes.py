@@ -114,7 +114,8 @@ def _from_host_list(items: list[str]) -> NodeList:
         hosts[-1], _, query = hosts[-1].partition("?")
     for host in hosts:
         if "@" in host:
-            raise _fail(f"credentials in {host!r}: write them once, before the first node")
+            # not echoed: it holds a password
+            raise _fail("credentials after the first node: write them once, before it")
     return _nodes(NodeList(scheme, userinfo, tuple(hosts), path, query))
 
 

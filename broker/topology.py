@@ -146,6 +146,11 @@ def pick_tier(delay_s: float) -> int:
 @dataclass(frozen=True)
 class Topology:
     namespace: str = "rally"
+    # where a new quorum queue's replicas go (broker/placement.py): how many, and its leader
+    # on the node with fewest leaders ("balanced") rather than the declaring one; None: as
+    # RabbitMQ decides (a one-node broker)
+    quorum_size: int | None = None
+    leader_locator: str | None = None
 
     # ---- exchanges ----
     @property
@@ -276,6 +281,10 @@ class Topology:
         if spec.classic_exclusive:
             return dict(spec.extra)
         args: dict[str, Any] = {"x-queue-type": "quorum"}
+        if self.quorum_size is not None:
+            args["x-quorum-initial-group-size"] = self.quorum_size
+        if self.leader_locator is not None:
+            args["x-queue-leader-locator"] = self.leader_locator
         if spec.dead_letter:
             args.update(
                 {
