@@ -102,7 +102,9 @@ async def test_snapshot_plus_tail_equals_full_replay_at_every_split(store: Event
     records = await record_all(store, rich_history())
     full = keeper(store)
     await full.catch_up()
-    assert full.view.tasks and full.view.avoid and full.view.resources["gpu"].waiters
+    assert full.view.tasks
+    assert full.view.avoid
+    assert full.view.resources["gpu"].waiters
     for split in (0, 1, 5, 9, 12, len(records) - 1, len(records)):  # snapshots only move on
         first = keeper(store)
         first.apply(records[:split])
@@ -161,7 +163,8 @@ async def test_an_unreadable_event_holds_its_task_visibly_and_resumes_once_it_re
     held = old.view.held[tasks.stream_of(blocked)]
     assert (held.position, held.type, held.schema_version) == (bad.position, "TaskReady", 2)
     assert "newer than this code reads" in held.reason
-    assert blocked not in old.view.tasks and blocked in old.view.held_tasks
+    assert blocked not in old.view.tasks
+    assert blocked in old.view.held_tasks
     assert old.view.tasks[other].placeable
     assert old.view.position == later.positions[-1]
     shown = await read_holds(store)
@@ -171,7 +174,8 @@ async def test_an_unreadable_event_holds_its_task_visibly_and_resumes_once_it_re
     monkeypatch.setattr(TaskReady, "version", 2)  # the fix: a release that reads version 2
     new = keeper(store)
     await new.start()
-    assert new.view.held == {} and new.view.held_tasks == {}
+    assert new.view.held == {}
+    assert new.view.held_tasks == {}
     assert new.view.tasks[blocked].placeable
     assert await read_holds(store) == []
     full = keeper(store)
@@ -189,7 +193,8 @@ async def test_a_held_task_that_ends_lets_its_hold_go(store: EventStore) -> None
     ended = succeeded(blocked)[1]
     await store.append(tasks.stream_of(blocked), None, [new_event(ended)])
     await view.catch_up()
-    assert view.view.held == {} and view.view.held_tasks == {}
+    assert view.view.held == {}
+    assert view.view.held_tasks == {}
     assert await read_holds(store) == []
 
 
