@@ -23,6 +23,7 @@ from broker.connection import BrokerConnection
 from broker.inspect import MANAGEMENT_URL_ENV, queue_stats
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from workers.allocator.holds import read_holds
 from workers.cli.agents_cmd import agent_rows
 from workers.dlq import dead_letter_counts, open_archive
 from workers.queue_signals import DEFAULT_INTERVAL_S, sample_scaling
@@ -101,6 +102,7 @@ async def collect(
         folded = await all_tasks(store)
         agents = await agent_rows(store, folded)
         tasks = Counter(task.state or "unknown" for task in folded)
+        held = await read_holds(store)
         archive = open_archive(store_url)
         await archive.start()
         try:
@@ -133,6 +135,7 @@ async def collect(
             "list": [{k: a[k] for k in ("agent_id", "status", "load", "capacity")} for a in agents],
         },
         "tasks": dict(tasks),
+        "held_streams": held,
         "dead_letters": [
             {"queue": queue, "reason": reason, "count": count}
             for (queue, reason), count in sorted(dead.items())
@@ -164,6 +167,11 @@ def render(console: Console, status: dict[str, Any]) -> None:
     console.print(
         "tasks: " + (", ".join(f"{k} {v}" for k, v in sorted(status["tasks"].items())) or "none")
     )
+    for h in status.get("held_streams", []):
+        console.print(
+            f"[red]held:[/] {h['stream']} at position {h['position']} "
+            f"({h['type']} v{h['schema_version']}): {h['reason']}"
+        )
     if status["dead_letters"]:
         dead = Table(title="dead letters waiting (rally dlq list)")
         for column in ("queue", "reason", "count"):
