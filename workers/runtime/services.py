@@ -117,6 +117,13 @@ async def run_services(
             await service.start()
             started.append(service)
             running.services[service.name] = service
+        # every process offers to keep the read models current; the store's lease picks one
+        from workers.readmodels.service import ReadModelsService
+
+        service = ReadModelsService(store, store, replica=f"{role}:{replica}")
+        await service.start()
+        started.append(service)
+        running.services[service.name] = service
         log.info("worker.started", workers=names, replica=replica, connection=conn.name)
         yield running
     finally:
