@@ -1,5 +1,7 @@
 """`rally agents`: every agent the history knows, its state, manifest and current load.
 
+Read from the agents and tasks read models (workers/readmodels/agents.py), caught up first.
+
 `rally agents provision ID` gives an agent a broker user of its own (workers/cli/provision.py).
 """
 
@@ -8,23 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from broker.access import NotProvisionable
 from broker.settings import BrokerSettings
 from workers.cli.main import UserError
 from workers.cli.provision import ProvisionError, provision, render
-from workers.registry.state import STREAM_PREFIX, Agent, agent_of, evolve
+from workers.readmodels.agents import agent_list, fleet_runner
+from workers.readmodels.sql import ReadModelDb
 from workers.runtime.logs import quiet_logs
-from workers.runtime.messages import load_event
 from workers.store import open_store
 from workers.store.base import EventStore
-from workers.tasks.state import ACTIVE, Task
-from workers.tasks.timeline import all_tasks
-
-PAGE = 1000
 
 
 def register(sub: Any) -> None:
@@ -50,46 +46,12 @@ def register(sub: Any) -> None:
     prov.set_defaults(func=run_provision)
 
 
-async def agent_rows(
-    store: EventStore, tasks: Iterable[Task] | None = None
-) -> list[dict[str, Any]]:
-    """Agents by the one agent fold, each with the tasks the one task fold says it runs.
-
-    ``tasks``: every task's state, if the caller has folded them already.
-    """
-    agents: dict[str, Agent] = {}
-    position = 0
-    while True:
-        page = await store.read_all(position, PAGE, stream_prefix=STREAM_PREFIX)
-        for record in page:
-            agent_id = agent_of(record.stream)
-            if agent_id is not None:
-                agent = agents.get(agent_id) or Agent(agent_id)
-                agents[agent_id] = evolve(agent, load_event(record))
-            position = record.position
-        if len(page) < PAGE:
-            break
-    load = running_load(await all_tasks(store) if tasks is None else tasks)
-    rows = []
-    for agent in sorted(agents.values(), key=lambda a: a.agent_id):
-        rows.append(
-            {
-                "agent_id": agent.agent_id,
-                "status": agent.status,
-                "capabilities": list(agent.capabilities),
-                "capacity": agent.capacity,
-                "load": load[agent.agent_id],
-                "labels": agent.labels,
-                "software_version": agent.software_version,
-                "heartbeat_interval_s": agent.heartbeat_interval_s,
-            }
-        )
-    return rows
-
-
-def running_load(tasks: Iterable[Task]) -> Counter[str]:
-    """How many tasks each agent holds an attempt of (assigned or running)."""
-    return Counter(t.agent_id for t in tasks if t.state in ACTIVE and t.agent_id is not None)
+async def agent_rows(store: EventStore, *, db: ReadModelDb | None = None) -> list[dict[str, Any]]:
+    """Agents from the agents read model (the registry's fold), each with the tasks the
+    tasks read model says it holds; both caught up first. The cost follows the fleet and
+    the tasks running now, not the history's age."""
+    runner = await fleet_runner(store, db=db)
+    return await agent_list(runner.db)
 
 
 def run_provision(args: argparse.Namespace) -> int:
