@@ -174,16 +174,16 @@ async def test_rally_agents_costs_the_fleet_not_the_history(
     counting = CountingStore(store)
     db = database_for(store)
 
-    first = await agent_rows(counting, db=db)  # type: ignore[arg-type]
+    first = await agent_rows(counting, db=db)
     assert counting.records > 600  # the first call caught the read models up
     counting.records = 0
-    second = await agent_rows(counting, db=db)  # type: ignore[arg-type]
+    second = await agent_rows(counting, db=db)
     assert counting.records == 0  # nothing new: the answer is two indexed queries
     assert first == second
     assert [(r["agent_id"], r["load"]) for r in second] == [("a", 1), ("b", 0)]
 
     await more(store, "b", AgentDraining(agent_id="b"))
-    third = await agent_rows(counting, db=db)  # type: ignore[arg-type]
+    third = await agent_rows(counting, db=db)
     assert counting.records == 1  # the tail only
     assert [r["status"] for r in third] == ["live", "draining"]
 
