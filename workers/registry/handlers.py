@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,10 @@ class Registry:
         # a standby hears no heartbeats and would declare everyone lost.
         self.active = False
         self._last_delivery: datetime | None = None
+        # Cut off from the broker it hears nobody: silence is then no sign of a lost agent.
+        # The service wires this to its connection's state.
+        self.broker_up: Callable[[], bool] = lambda: True
+        self._cut_off = False
         # the agents' fold from a snapshot and the tail of agent-* (every replica follows)
         self.follower = AgentFollower(store, self.agents)
         # The consumer runs deliveries concurrently; one agent's messages must still be
@@ -146,6 +150,12 @@ class Registry:
         if self.follower.snapshot_due():
             await self.follower.save()
         now = self.clock.now()
+        if not self.broker_up():
+            self._cut_off = True
+            return 0
+        if self._cut_off:  # back: every present agent gets a fresh window, as on failover
+            self._cut_off = False
+            self.last_seen.update(dict.fromkeys(self.last_seen, now))
         lost = 0
         for agent in list(self.agents.values()):
             if not agent.present:

@@ -23,6 +23,7 @@ class RegistryService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.registry = Registry(ctx.store, ctx.clock, ctx.settings, replica=ctx.replica)
+        self.registry.broker_up = ctx.conn.is_up
         router = Router()
         router.add(RegisterAgent, self.registry.on_register)
         router.add(DeregisterAgent, self.registry.on_deregister)
