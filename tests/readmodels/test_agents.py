@@ -19,6 +19,7 @@ from contracts import (
 from tests.readmodels.conftest import assigned, failed, lifecycle, record, started, submitted
 from tests.store.conftest import StoreFactory
 from workers.cli.agents_cmd import agent_rows
+from workers.dlq.directory import store_agent_ids
 from workers.readmodels import ProjectionRunner, database_for, read_health
 from workers.readmodels.agents import (
     AgentsProjection,
@@ -200,3 +201,15 @@ async def test_fleet_runner_is_the_one_rally_agents_uses(
 
 def _names(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [r["agent_id"] for r in rows]
+
+
+async def test_dlq_directory_finds_agents_in_the_read_model(
+    opened: StoreFactory, any_store_url: str
+) -> None:
+    store = await opened(any_store_url)
+    await join(store, "b", AgentLeft(agent_id="b"))  # its inbox's DLQ outlives it
+    await join(store, "a")
+    ids = store_agent_ids(store)
+    assert await ids() == ["a", "b"]
+    await join(store, "c")
+    assert await ids() == ["a", "b", "c"]

@@ -1,7 +1,7 @@
 """Which dead-letter queues there are to drain, without a management API to list them.
 
 Candidates come from what the code knows: the workers' queues (topology), the
-agents' inboxes (the agent streams in the history), anything configured
+agents' inboxes (the agents read model), anything configured
 (``RALLY_DLQ_QUEUES``), and every DLQ the archive has taken letters from
 before. A passive declare then tells which of them exist and how full they are.
 """
@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 from broker.topology import Topology
 from workers.dlq.archive import DeadLetterArchive
+from workers.readmodels.agents import agent_ids as read_agent_ids
+from workers.readmodels.agents import agents_runner
 from workers.store import EventStore
 
 DEFAULT_WORKERS = ("registry", "tasks", "allocator")
@@ -68,20 +70,13 @@ class DlqDirectory:
         return list(dict.fromkeys(names))
 
 
-def store_agent_ids(store: EventStore, *, page: int = 1000) -> AgentIds:
-    """Every agent the history has heard of (streams ``agent-<id>``): their inboxes
-    have DLQs, and a DLQ outlives its inbox (it does not expire)."""
+def store_agent_ids(store: EventStore) -> AgentIds:
+    """Every agent the history has heard of, from the agents read model (caught up first):
+    their inboxes have DLQs, and a DLQ outlives its inbox (it does not expire)."""
 
     async def agent_ids() -> list[str]:
-        seen: dict[str, None] = {}
-        position = 0
-        while True:
-            records = await store.read_all(position, page, stream_prefix="agent-")
-            for record in records:
-                seen[record.stream.removeprefix("agent-")] = None
-                position = record.position
-            if len(records) < page:
-                return list(seen)
+        runner = await agents_runner(store)
+        return await read_agent_ids(runner.db)
 
     return agent_ids
 
