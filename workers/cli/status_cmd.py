@@ -24,13 +24,14 @@ from broker.inspect import MANAGEMENT_URL_ENV, queue_stats
 from broker.settings import BrokerSettings
 from broker.topology import Topology
 from workers.allocator.holds import read_holds
-from workers.cli.agents_cmd import agent_rows
 from workers.dlq import dead_letter_counts, open_archive
 from workers.queue_signals import DEFAULT_INTERVAL_S, sample_scaling
+from workers.readmodels import read_health
+from workers.readmodels.agents import agent_list, fleet_runner
+from workers.readmodels.task_queries import count_by_state
 from workers.runtime.settings import WORKERS
 from workers.scaling import DEFAULT_DRAIN_TARGET_S, DEFAULT_MAX_REPLICAS, ScalingPolicy
 from workers.store import default_store_url, open_store
-from workers.tasks.timeline import all_tasks
 
 
 def register(sub: Any) -> None:
@@ -99,9 +100,12 @@ async def collect(
     store = open_store(store_url)
     await store.start()
     try:
-        folded = await all_tasks(store)
-        agents = await agent_rows(store, folded)
-        tasks = Counter(task.state or "unknown" for task in folded)
+        # the read models, caught up: the cost is the tail since the last catch-up and the
+        # size of the answer (agents, a count per state), not the history's age
+        runner = await fleet_runner(store)
+        agents = await agent_list(runner.db)
+        tasks = await count_by_state(runner.db)
+        health = await read_health(runner.db)
         held = await read_holds(store)
         archive = open_archive(store_url)
         await archive.start()
@@ -134,13 +138,23 @@ async def collect(
             "by_status": dict(Counter(a["status"] for a in agents)),
             "list": [{k: a[k] for k in ("agent_id", "status", "load", "capacity")} for a in agents],
         },
-        "tasks": dict(tasks),
+        "tasks": tasks,
         "held_streams": held,
         "dead_letters": [
             {"queue": queue, "reason": reason, "count": count}
             for (queue, reason), count in sorted(dead.items())
         ],
         "scaling": scaling.as_json(),
+        "read_models": [
+            {
+                "name": h.name,
+                "position": h.position,
+                "stopped": h.stopped,
+                "error": h.error,
+                "error_position": h.error_position,
+            }
+            for h in health
+        ],
     }
 
 
@@ -167,6 +181,12 @@ def render(console: Console, status: dict[str, Any]) -> None:
     console.print(
         "tasks: " + (", ".join(f"{k} {v}" for k, v in sorted(status["tasks"].items())) or "none")
     )
+    for model in status.get("read_models", []):
+        if model["stopped"]:
+            console.print(
+                f"[red]read model {model['name']} stopped[/] at position "
+                f"{model['error_position']}: {model['error']}"
+            )
     for h in status.get("held_streams", []):
         console.print(
             f"[red]held:[/] {h['stream']} at position {h['position']} "
