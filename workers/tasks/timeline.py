@@ -1,4 +1,4 @@
-"""A task's history in words, and the list of tasks — read models for ``rally task``."""
+"""A task's history in words (``rally task show``, QueryTask, the dashboard)."""
 
 from __future__ import annotations
 
@@ -118,7 +118,11 @@ def task_row(task: Task) -> dict[str, Any]:
 
 
 async def all_tasks(store: EventStore, page: int = 1000) -> list[Task]:
-    """Every submitted task's current state, folded from the history."""
+    """Every submitted task's current state, folded from the whole history.
+
+    Its cost grows with the history's age: views ask the tasks read model instead
+    (``workers.readmodels.task_queries``: ``list_tasks``, ``count_by_state``,
+    ``active_by_agent``). Kept until its last callers move."""
     tasks: dict[UUID, Task] = {}
     position = 0
     while True:
