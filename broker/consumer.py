@@ -35,7 +35,7 @@ from broker.logs import bind_message_fields, message_fields
 from broker.metrics import ConsumerMetrics
 from broker.publisher import Publisher
 from broker.router import BatchHandler, Incoming, Router
-from broker.settle import Settlement
+from broker.settle import DeadLetterByBroker, Settlement
 from broker.topology import QueueSpec
 from broker.trust import Trust
 from contracts import BUNDLE_CONTENT_TYPE, ContractError, InvalidMessage, Message, decode
@@ -66,6 +66,7 @@ class Consumer:
         passive: bool = False,
         wake_types: Iterable[str] = (),
         on_wake: Callable[[str], None] | None = None,
+        dead_letter_by_broker: bool = False,
     ) -> None:
         """``policy`` says whose headers are facts (default: RALLY_SERVICE_USERS and our own
         user); a batch consumer names the message types its ``batch_handler`` takes in
@@ -74,7 +75,13 @@ class Consumer:
         ``wake_types`` are messages a worker only needs to hear of, not read (events it reads
         from the store anyway): from a service user they are neither decoded nor handled;
         ``on_wake(type)`` is called and the delivery acked. From anyone else they take the
-        usual path (decode, authorize: an event from a non-service user is refused)."""
+        usual path (decode, authorize: an event from a non-service user is refused).
+
+        ``dead_letter_by_broker``: for a user that may not publish dead letters or retries
+        (an agent's own broker user), a message that would be dead-lettered or retried is
+        rejected without requeue instead, and the queue's dead-letter exchange takes it; a
+        bundle is rejected whole only when every member is, else its bad members are logged
+        and dropped (one AMQP message cannot be part rejected)."""
         if batch_handler is not None and batch_types is None:
             raise ValueError(f"{spec.name}: a batch consumer names the types it handles")
         self.conn = conn
@@ -90,7 +97,14 @@ class Consumer:
         self.trust = Trust(policy or AccessPolicy.from_env(publisher.user_id), publisher.user_id)
         self.metrics = ConsumerMetrics(worker, replica)
         self.settle = Settlement(
-            conn, spec, publisher, self.trust, self.metrics, worker=worker, replica=replica
+            conn,
+            spec,
+            publisher,
+            self.trust,
+            self.metrics,
+            worker=worker,
+            replica=replica,
+            by_broker=dead_letter_by_broker,
         )
         self.batch_types = frozenset(
             t if isinstance(t, str) else t.type_name() for t in batch_types or ()
@@ -171,6 +185,9 @@ class Consumer:
                 settled = await self._process(from_message(message, headers))
             if settled:
                 await self._ack(message)
+        except DeadLetterByBroker:
+            with contextlib.suppress(Exception):  # channel gone: it comes back, redelivered
+                await message.reject(requeue=False)
         except Exception:
             # could not even park or dead-letter it (broker trouble): give it back for later;
             # the queue's delivery limit stops a loop
@@ -207,10 +224,15 @@ class Consumer:
         results = await asyncio.gather(
             *(self._process(member) for member in members), return_exceptions=True
         )
+        refused = [r for r in results if isinstance(r, DeadLetterByBroker)]
+        if refused and len(refused) == len(results):
+            raise refused[0]  # every member is bad: the whole bundle to the dead letters
         for result in results:
-            if isinstance(result, BaseException):
+            if isinstance(result, DeadLetterByBroker):
+                log.error("bundle.member_dropped", reason=result.reason, queue=self.spec.name)
+            elif isinstance(result, BaseException):
                 raise result
-        return all(results)
+        return all(r is True or isinstance(r, DeadLetterByBroker) for r in results)
 
     async def _process(self, delivery: Delivery) -> bool:
         """Handle, park, retry or dead-letter one message; False: leave its delivery unacked."""

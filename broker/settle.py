@@ -27,6 +27,16 @@ from contracts.versions import NewerVersion
 
 log = structlog.get_logger(__name__)
 
+
+class DeadLetterByBroker(Exception):
+    """A consumer that may not publish dead letters (an agent's own broker user): reject
+    the delivery without requeue, so the queue's own dead-letter exchange takes it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 HORIZON = "retry_horizon"  # the dead-letter reason of a copy parked past its retry horizon
 CLOCK_SLACK_S = 5.0  # replicas' clocks may differ this much when they read each other's due-at
 
@@ -42,8 +52,12 @@ class Settlement:
         *,
         worker: str,
         replica: str,
+        by_broker: bool = False,
     ) -> None:
         self.conn = conn
+        # dead-letter by rejecting (no requeue): for a user with no write on the DLX and
+        # the retry exchange, whose queue dead-letters on its own (x-dead-letter-exchange)
+        self.by_broker = by_broker
         self.spec = spec
         self.publisher = publisher
         self.trust = trust
@@ -76,7 +90,7 @@ class Settlement:
             return
         error_type = type(exc).__name__
         error = exc.reason if isinstance(exc, Retry) else f"{error_type}: {exc}"
-        if attempt >= self.settings.max_attempts:
+        if attempt >= self.settings.max_attempts or self.by_broker:
             reason = "retries_exhausted" if isinstance(exc, Retry) else "handler_error"
             log.error("message.dead_lettered", reason=reason, error=error)
             await self.dead_letter(delivery, headers, reason, error, error_type, attempt)
@@ -129,6 +143,9 @@ class Settlement:
         self, delivery: Delivery, headers: dict[str, Any], attempt: int, delay: float
     ) -> None:
         """Send a copy through the delay queue that fits ``delay`` (the caller then acks)."""
+        if self.by_broker:  # no write on the retry exchange: the queue dead-letters it
+            log.warning("message.rejected_to_dead_letters", reason="unparkable", delay_s=delay)
+            raise DeadLetterByBroker("unparkable")
         tier = pick_tier(delay)
         out_headers = {**headers, h.ATTEMPT: attempt}
         if delay * 1000 > tier:
@@ -162,6 +179,10 @@ class Settlement:
         *,
         quiet: bool = False,
     ) -> None:
+        if self.by_broker:
+            log.warning("message.rejected_to_dead_letters", reason=reason, error=error[:500])
+            self.metrics.dead_lettered(delivery.type, reason)
+            raise DeadLetterByBroker(reason)
         if not quiet:
             log.warning("message.dead_lettered", reason=reason, error=error[:500])
         self.metrics.dead_lettered(delivery.type, reason)

@@ -148,6 +148,9 @@ class Agent:
             replica=self.agent_id,
             prefetch=min(1000, 4 * self.capacity + 16),
             passive=own_user,
+            # its own user may not publish dead letters: a bad delivery is rejected without
+            # requeue and its inbox's x-dead-letter-exchange takes it to ns.inbox.<id>.dlq
+            dead_letter_by_broker=own_user,
         )
         await self.inbox.start()
         self._metrics = await expose_agent(self, self.metrics_port, self.conn, self.inbox)
