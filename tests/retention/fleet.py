@@ -77,7 +77,9 @@ async def submit(
 ) -> UUID:
     task_id = uuid.uuid4()
     also = tuple((d, DependentAdded(task_id=d, dependent=task_id)) for d in depends_on)
-    await record(store, task_id, submitted(task_id, key=key, depends_on=depends_on), key=key, also=also)
+    await record(
+        store, task_id, submitted(task_id, key=key, depends_on=depends_on), key=key, also=also
+    )
     return task_id
 
 

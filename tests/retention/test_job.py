@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from workers.retention.archive import import_file, read_file
 from workers.retention.job import run_once
 from workers.retention.policy import RetentionSettings
 from workers.store.base import RecordedEvent
+from workers.store.sqlite import SqliteEventStore
 from workers.tasks.state import key_stream, stream_of
 
 WEEK = timedelta(days=7)
@@ -28,10 +30,10 @@ def settings(archive: Path) -> RetentionSettings:
 
 async def processed(store: Store, keys: list[str]) -> set[str]:
     """Which of these keys the store still holds as processed messages."""
-    if isinstance(store, Store.__args__[0]):  # type: ignore[attr-defined]
+    if isinstance(store, SqliteEventStore):
         rows = await store.fetch(
             "SELECT key FROM processed_messages WHERE key IN (SELECT value FROM json_each(?))",
-            (__import__("json").dumps(keys),),
+            (json.dumps(keys),),
         )
     else:
         async with store.connection() as conn:
