@@ -35,12 +35,12 @@ async def processed(store: Store, keys: list[str]) -> set[str]:
             "SELECT key FROM processed_messages WHERE key IN (SELECT value FROM json_each(?))",
             (json.dumps(keys),),
         )
-    else:
-        async with store.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT key FROM processed_messages WHERE key = ANY($1::text[])", keys
-            )
-    return {str(r[0]) for r in rows}
+        return {str(r[0]) for r in rows}
+    async with store.connection() as conn:
+        found = await conn.fetch(
+            "SELECT key FROM processed_messages WHERE key = ANY($1::text[])", keys
+        )
+    return {str(r[0]) for r in found}
 
 
 def same(events: list[RecordedEvent]) -> list[tuple[object, ...]]:
