@@ -55,6 +55,8 @@ class RetentionStore(EventStore, Protocol):
 
     async def mark_expired(self, table: str, task_ids: Sequence[str]) -> int | None: ...
 
+    async def min_position(self, table: str) -> int | None: ...
+
 
 @dataclass(slots=True)
 class RunReport:
@@ -87,12 +89,18 @@ async def run_once(
     if retention is None:
         return report
     cutoff = now - retention
+    # Never delete what a read model has not applied yet: it could never see it again
+    # (the tasks read model would keep a row that never ended). None: no read models here.
+    applied = await store.min_position(settings.checkpoints_table)
     found = await ended_before(store, cutoff)
     report.candidates = len(found)
     batch: list[Candidate] = []
     for task_id in found:
         candidate = await _candidate(store, task_id, cutoff, report)
         if candidate is None:
+            continue
+        if applied is not None and candidate.records[-1].position > applied:
+            report.keep("read_model_behind")
             continue
         batch.append(candidate)
         if len(batch) >= settings.batch:

@@ -41,6 +41,8 @@ from urllib.parse import unquote, urlsplit
 
 from broker.settings import BrokerSettings
 from broker.topology import DELAY_TIERS_MS
+from workers.readmodels.checkpoint import TABLE as CHECKPOINTS_TABLE
+from workers.readmodels.tasks import TABLE as TASKS_TABLE
 
 DEFAULT_RETENTION = "7d"
 DEFAULT_PROCESSED_HORIZON = "1d"
@@ -103,7 +105,8 @@ class RetentionSettings:
     archive: Path
     interval: timedelta  # between two runs of the job
     batch: int = 200  # tasks per deletion transaction
-    read_model_table: str = "task_view"
+    read_model_table: str = TASKS_TABLE  # its rows get ``expired`` when a task leaves
+    checkpoints_table: str = CHECKPOINTS_TABLE  # nothing a read model has not applied goes
 
     @property
     def effective_retention(self) -> timedelta | None:

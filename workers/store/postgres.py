@@ -321,6 +321,10 @@ class PostgresEventStore(StoreBase):
         async with self.connection() as conn:
             return await retention.mark_expired(conn, table, task_ids)
 
+    async def min_position(self, table: str) -> int | None:
+        async with self.connection() as conn:
+            return await retention.min_position(conn, table)
+
     # -- outbox (relay side; the SQL lives in postgres_outbox) ---------------------------
 
     async def outbox_take_own(

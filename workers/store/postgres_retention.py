@@ -144,3 +144,11 @@ async def mark_expired(conn: Conn, table: str, task_ids: Sequence[str]) -> int |
 
 def _count(status: str) -> int:
     return int(status.split()[-1])
+
+
+async def min_position(conn: Conn, table: str) -> int | None:
+    """As ``sqlite_retention.min_position``."""
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return None
+    value = await conn.fetchval(f"SELECT min(position) FROM {quote_ident(table)}")
+    return None if value is None else int(value)

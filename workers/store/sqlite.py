@@ -244,6 +244,9 @@ class SqliteEventStore(StoreBase):
             return 0
         return await self.write(partial(retention.mark_expired, table, list(task_ids)))
 
+    async def min_position(self, table: str) -> int | None:
+        return await self._require(self._reader).run(partial(retention.min_position, table))
+
     # -- outbox (relay side; the SQL lives in sqlite_outbox) -----------------------------
     # Each is one write transaction, one hop; times are taken inside it, under the lock.
 

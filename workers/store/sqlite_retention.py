@@ -158,3 +158,12 @@ def mark_expired(table: str, task_ids: Sequence[str], db: sqlite3.Connection) ->
         f'UPDATE "{table}" SET expired = 1 WHERE task_id IN (SELECT value FROM json_each(?))',
         (json.dumps(list(task_ids)),),
     ).rowcount
+
+
+def min_position(table: str, db: sqlite3.Connection) -> int | None:
+    """The lowest ``position`` in ``table`` (the read models' checkpoints); None if there
+    is no such table or no row."""
+    if not db.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table,)).fetchall():
+        return None
+    (value,) = db.execute(f'SELECT min(position) FROM "{table}"').fetchone()
+    return None if value is None else int(value)
