@@ -34,7 +34,7 @@ from contracts.errors import (
     UnsupportedVersion,
 )
 from contracts.queries import QueryTask, TaskView, TimelineEntry
-from contracts.registry import all_types, lookup, upcaster
+from contracts.registry import all_types, downcaster, lookup, upcaster
 from contracts.resources import (
     AcquireLease,
     DeclareResource,
@@ -82,6 +82,7 @@ from contracts.tasks import (
     TaskSucceeded,
     TaskTimerDue,
 )
+from contracts.versions import NewerVersion, Origin
 
 __all__ = [
     "BUNDLE_CONTENT_TYPE",
@@ -120,7 +121,9 @@ __all__ = [
     "MalformedMessage",
     "Message",
     "MessageTooLarge",
+    "NewerVersion",
     "Notice",
+    "Origin",
     "QueryTask",
     "RegisterAgent",
     "RejectAssignment",
@@ -159,6 +162,7 @@ __all__ = [
     "decode",
     "decode_bundle",
     "decode_payload",
+    "downcaster",
     "encode",
     "encode_bundle",
     "envelope_class",
