@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -87,9 +87,10 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Change:
-    """A task as a page left it, with the times the page's records gave it."""
+    """A task as a page left it, with the times the page's records gave it (one per task
+    per page, updated in place: a catch-up makes one per record)."""
 
     task: Task
     position: int
@@ -186,12 +187,13 @@ def _changed(
     before: _Change | None, task: Task, after: Task, event: Event, record: RecordedEvent
 ) -> _Change:
     """The page's change to a task, one record on: ``task`` became ``after`` by ``event``."""
-    at = iso(record.recorded_at)
-    change = replace(before or _Change(after, 0), task=after, position=record.position)
+    change = before or _Change(after, record.position)
+    change.task = after
+    change.position = record.position
     if isinstance(event, TaskSubmitted):
-        change = replace(change, submitted_at=at)
+        change.submitted_at = iso(record.recorded_at)
     elif isinstance(event, TaskStarted):
-        change = replace(change, started_at=at)
+        change.started_at = iso(record.recorded_at)
     if after.state in TERMINAL and task.state not in TERMINAL:
-        change = replace(change, ended_at=at)
+        change.ended_at = iso(record.recorded_at)
     return change
