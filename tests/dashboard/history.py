@@ -126,3 +126,26 @@ class History:
             "die": TaskDead(task_id=task_id, attempt=attempt, error="out of attempts"),
         }
         self.add(f"task-{task_id}", events[what])
+
+
+class HistoryStore:
+    """The hand-built history as the event store a read-model runner follows (reads only)."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+
+    async def read_all(
+        self, from_position: int = 0, limit: int = 1000, *, stream_prefix: str | None = None
+    ) -> list[RecordedEvent]:
+        found = [
+            r
+            for r in self.history.records
+            if r.position > from_position and r.stream.startswith(stream_prefix or "")
+        ]
+        return found[:limit]
+
+    async def last_position(self) -> int:
+        return len(self.history.records)
+
+    async def read(self, stream: str, from_version: int = 1) -> list[RecordedEvent]:
+        return [r for r in self.history.records if r.stream == stream and r.version >= from_version]

@@ -9,23 +9,24 @@ clock still shows the right "3 s ago".
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from broker.inspect import QueueStats
 from broker.topology import Topology
+from workers.dashboard.fleet import AgentLine, FleetView
 from workers.dashboard.heartbeats import Beat, HeartbeatBook
-from workers.dashboard.projection import AgentLine, FleetProjection, TaskLine
 from workers.dashboard.throughput import Throughput
 from workers.dlq.model import DeadLetterSummary
+from workers.readmodels.task_queries import TaskRow
 from workers.runtime.settings import WORKERS
 
 # the order the page lists task states in (the lifecycle's order)
 TASK_STATES = ("pending", "assigned", "running", "failed", "succeeded", "cancelled", "dead")
 RATE_OVER_S = 10
-RECENT_ON_PAGE = 25  # the page's list; /api/tasks gives up to 500
+RECENT_ON_PAGE = 25  # the page's list; /api/tasks gives up to 500 a page
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +67,7 @@ def queue_names(topology: Topology, agents: Iterable[AgentLine]) -> list[str]:
     """The worker queues, the inboxes of agents that have not left, each one's DLQ, and the
     shared DLQ: the same set `rally status` reports."""
     names = [topology.worker_queue(w) for w in WORKERS]
-    names += [
-        topology.inbox_queue(line.agent.agent_id).name
-        for line in agents
-        if line.agent.status != "left"
-    ]
+    names += [topology.inbox_queue(line.agent_id).name for line in agents if line.status != "left"]
     return [*names, *(f"{n}.dlq" for n in names), topology.shared_dlq]
 
 
@@ -98,56 +95,62 @@ def queues_json(topology: Topology, snapshot: QueueSnapshot) -> dict[str, Any]:
 
 # ---- agents ----
 def agent_json(line: AgentLine, beat: Beat | None, now: datetime) -> dict[str, Any]:
-    agent = line.agent
+    agent = line.row.agent
     return {
         "agent_id": agent.agent_id,
         "status": agent.status,
         "capabilities": list(agent.capabilities),
         "capacity": agent.capacity,
-        "load": len(line.inflight),
+        "load": line.load,
         "reported_load": beat.load if beat else None,
         "last_heartbeat_at": iso(beat.at) if beat else None,
         "last_heartbeat_age_s": round((now - beat.at).total_seconds(), 1) if beat else None,
         "heartbeat_interval_s": agent.heartbeat_interval_s,
         "labels": dict(agent.labels),
         "software_version": agent.software_version,
-        "first_seen_at": iso(line.first_seen_at),
-        "changed_at": iso(line.changed_at),
+        "first_seen_at": iso(line.row.joined_at),
+        "changed_at": iso(line.row.updated_at),
     }
 
 
-def agents_json(projection: FleetProjection, beats: HeartbeatBook, now: datetime) -> dict[str, Any]:
-    lines = sorted(projection.agents.values(), key=lambda line: line.agent.agent_id)
+def agents_json(view: FleetView, beats: HeartbeatBook, now: datetime) -> dict[str, Any]:
+    lines = sorted(view.agents, key=lambda line: line.agent_id)
     return {
-        "by_status": dict(Counter(line.agent.status for line in lines)),
-        "list": [agent_json(line, beats.get(line.agent.agent_id), now) for line in lines],
+        "by_status": dict(Counter(line.status for line in lines)),
+        "list": [agent_json(line, beats.get(line.agent_id), now) for line in lines],
     }
 
 
 # ---- tasks ----
-def task_json(line: TaskLine) -> dict[str, Any]:
+def _time(text: str | None) -> str | None:
+    return iso(datetime.fromisoformat(text)) if text else None
+
+
+def task_json(row: TaskRow) -> dict[str, Any]:
+    # the read model keeps no progress: null, which the page shows as none
+    changed = max(t for t in (row.submitted_at, row.started_at, row.ended_at) if t)
     return {
-        "task_id": str(line.task_id),
-        "state": line.state,
-        "capability": line.capability,
-        "priority": line.priority,
-        "attempt": line.attempt,
-        "agent_id": line.agent_id,
-        "progress": line.progress,
-        "error": line.error,
-        "submitted_at": iso(line.submitted_at),
-        "changed_at": iso(line.changed_at),
+        "task_id": row.task_id,
+        "state": row.state,
+        "capability": row.capability or "",
+        "priority": row.priority or 0,
+        "attempt": row.attempt,
+        "agent_id": row.agent_id,
+        "progress": None,
+        "error": row.error,
+        "submitted_at": _time(row.submitted_at),
+        "changed_at": _time(changed),
     }
 
 
-def tasks_json(projection: FleetProjection, *, recent: int = RECENT_ON_PAGE) -> dict[str, Any]:
-    by_state = {s: projection.by_state.get(s, 0) for s in TASK_STATES}
-    by_state.update({s: n for s, n in projection.by_state.items() if s not in by_state})
+def tasks_json(view: FleetView, *, recent: int = RECENT_ON_PAGE) -> dict[str, Any]:
+    by_state = {s: view.by_state.get(s, 0) for s in TASK_STATES}
+    by_state.update({s: n for s, n in view.by_state.items() if s not in by_state})
     return {
         "by_state": by_state,
-        "total": sum(projection.by_state.values()),
-        "open": len(projection.open_tasks),
-        "recent": [task_json(line) for line in projection.recent_tasks(limit=recent)],
+        "total": sum(view.by_state.values()),
+        "open": view.open,
+        "recent": [task_json(row) for row in view.recent[:recent]],
     }
 
 
@@ -211,7 +214,8 @@ def overview(
     namespace: str,
     refresh_s: float,
     store: StoreState,
-    projection: FleetProjection,
+    view: FleetView,
+    throughput: Throughput,
     beats: HeartbeatBook,
     queues: QueueSnapshot,
     dead_letters: DeadLetterSnapshot,
@@ -225,19 +229,14 @@ def overview(
             "url": store.url,
             "position": store.position,
             "behind": store.behind,
-            "unreadable_events": projection.unreadable,
-            "last_unreadable": projection.last_unreadable,
+            # a record a read model cannot read stops it there (workers/readmodels/runner.py)
+            "unreadable_events": len(view.stopped),
+            "last_unreadable": "; ".join(f"{h.name}: {h.error}" for h in view.stopped) or None,
             "error": store.error,
         },
-        "agents": agents_json(projection, beats, now),
-        "tasks": tasks_json(projection),
-        "throughput": throughput_json(projection.throughput, now),
+        "agents": agents_json(view, beats, now),
+        "tasks": tasks_json(view),
+        "throughput": throughput_json(throughput, now),
         "queues": queues_json(topology, queues),
         "dead_letters": dead_letters_json(dead_letters, queues),
     }
-
-
-def filter_tasks(
-    projection: FleetProjection, state: str | None, limit: int
-) -> Sequence[dict[str, Any]]:
-    return [task_json(line) for line in projection.recent_tasks(state, limit)]

@@ -6,7 +6,9 @@ Routes (GET and HEAD only; anything else is 405)::
     /static/app.js, style.css  its script and styles (served from the package, no CDN)
     /api/overview              everything the page shows, one JSON object
     /api/agents                the agents part of it
-    /api/tasks?state=S&limit=N the most recently changed tasks
+    /api/tasks?state=S&limit=N&cursor=C
+                               a page of tasks, newest submitted first (``next_cursor``
+                               goes on), from the tasks read model
     /api/tasks/<task id>       a task's row and timeline (as `rally task show --json`)
     /api/deadletters/<id>      one dead letter, whole (as `rally dlq show --json`)
 
@@ -31,9 +33,10 @@ from uuid import UUID
 from aiohttp import web
 
 from contracts import ContractError
-from workers.dashboard.data import TASK_STATES, agents_json, filter_tasks
+from workers.dashboard.data import TASK_STATES, agents_json
 from workers.dashboard.service import Dashboard
 from workers.dlq.archive import AmbiguousId, ArchiveError, NotFound
+from workers.readmodels.task_queries import BadCursor
 from workers.store import StoreError
 
 DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
@@ -136,7 +139,7 @@ async def _overview(request: web.Request) -> web.Response:
 
 async def _agents(request: web.Request) -> web.Response:
     dashboard = request.app[DASHBOARD_KEY]
-    return _json(agents_json(dashboard.projection, dashboard.beats, dashboard.clock.now()))
+    return _json(agents_json(dashboard.view, dashboard.beats, dashboard.clock.now()))
 
 
 async def _tasks(request: web.Request) -> web.Response:
@@ -148,8 +151,13 @@ async def _tasks(request: web.Request) -> web.Response:
     except ValueError:
         return _error(400, "limit must be a whole number")
     limit = max(1, min(limit, MAX_TASKS))
-    projection = request.app[DASHBOARD_KEY].projection
-    return _json({"tasks": filter_tasks(projection, state, limit)})
+    cursor = request.query.get("cursor") or None
+    try:
+        return _json(await request.app[DASHBOARD_KEY].tasks(state, limit, cursor))
+    except BadCursor as exc:
+        return _error(400, str(exc))
+    except StoreError as exc:
+        return _error(503, str(exc))
 
 
 async def _task(request: web.Request) -> web.Response:

@@ -2,15 +2,18 @@
 
 Three loops, each on its own clock so a slow broker never holds up the store:
 
-- the history: ``read_all`` from the last position seen, a bounded number of
-  pages per refresh, into the :class:`FleetProjection`;
+- the history: the tasks and agents read models' runner caught up (the tail
+  since the last catch-up, by this process or any other), then the few indexed
+  queries the page needs (workers/dashboard/fleet.py) into a :class:`FleetView`;
 - the queues: ``queue_stats`` (one passive declare per queue), kept until the
   next refresh, plus the heartbeat tap once the broker answers;
 - the dead letters: counts and the newest few from the archive.
 
-Requests only read what these loops left in memory, except a task's timeline
-and a dead letter's record, which are read on demand (one stream, one row).
-Nothing here writes to the store, the archive or the broker's queues.
+Requests only read what these loops left in memory, except a task's timeline,
+a page of the task list and a dead letter's record, which are read on demand
+(one stream, one indexed page, one row). Nothing here writes events, the
+archive or the broker's queues; the read models' rows and checkpoints are
+the only writes, as any reader catching them up makes.
 """
 
 from __future__ import annotations
@@ -30,18 +33,23 @@ from broker.errors import BrokerError, BrokerUnavailable
 from broker.inspect import queue_stats
 from broker.settings import BrokerSettings
 from workers.dashboard import data
+from workers.dashboard.fleet import SCHEMA, EndedSince, FleetView, read_view
 from workers.dashboard.heartbeats import HeartbeatBook, HeartbeatTap
-from workers.dashboard.projection import FleetProjection
+from workers.dashboard.throughput import Throughput
 from workers.dlq.archive import ArchiveError, DeadLetterArchive, open_archive
 from workers.dlq.model import Query
 from workers.dlq.views import letter_json
+from workers.readmodels import Projection, ProjectionRunner, database_for
+from workers.readmodels.agents import AgentsProjection
+from workers.readmodels.task_queries import TaskFilter, list_tasks
+from workers.readmodels.tasks import TasksProjection
 from workers.runtime.clock import Clock, SystemClock
 from workers.store import EventStore, StoreError, open_store
 from workers.tasks.timeline import task_row, task_timeline
 
 log = structlog.get_logger(__name__)
 
-PAGE = 1000
+PAGE = 5000
 RECENT_DEAD_LETTERS = 100
 BROKER_CONNECT_TIMEOUT_S = 5.0
 TAP_RETRY_S = 30.0
@@ -55,20 +63,23 @@ class DashboardConfig:
     store_url: str
     broker: BrokerSettings
     refresh_s: float = 1.0
-    page: int = PAGE
-    max_pages_per_refresh: int = 50  # a long history is caught up over several refreshes
+    page: int = PAGE  # records per read-model transaction while catching up
 
 
 class Dashboard:
     def __init__(self, config: DashboardConfig, *, clock: Clock | None = None) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
-        self.projection = FleetProjection()
+        self.view = FleetView()
+        self.throughput = Throughput()
         self.beats = HeartbeatBook()
         self.queues = data.QueueSnapshot()
         self.dead_letters = data.DeadLetterSnapshot()
         self.store: EventStore = open_store(config.store_url)
         self.archive: DeadLetterArchive = open_archive(config.store_url)
+        self.db = database_for(self.store)
+        self._runner: ProjectionRunner | None = None
+        self._ended = EndedSince()
         self.topology = BrokerConnection(config.broker, role="dashboard").topology
         self.behind = False
         self.store_error: str | None = None
@@ -145,28 +156,33 @@ class Dashboard:
         return True
 
     def _history_interval(self) -> float:
-        # behind on a long history: read the next stretch at once (sleep 0 still lets
-        # requests in between), instead of one stretch per refresh
-        return 0.0 if self.behind else self.config.refresh_s
+        return self.config.refresh_s
 
     def _queue_interval(self) -> float:
-        count = len(self.projection.agents) * 2 + 7
+        count = len(self.view.agents) * 2 + 7
         return max(self.config.refresh_s, count / QUEUES_PER_SECOND)
 
     # ---- the history ----
+    async def _runner_started(self) -> ProjectionRunner:
+        if self._runner is None:
+            projections: list[Projection] = [
+                TasksProjection(self.store),
+                AgentsProjection(self.store),
+            ]
+            runner = ProjectionRunner(self.store, projections, db=self.db, page=self.config.page)
+            await runner.start()
+            await self.db.ddl(SCHEMA)
+            self._runner = runner
+        return self._runner
+
     async def catch_up(self) -> None:
-        """Apply what was recorded since the last position, up to a bounded number of pages."""
-        page_size = self.config.page
+        """Catch the read models up to the store's last position, then read the page's views."""
         try:
-            for _ in range(self.config.max_pages_per_refresh):
-                page = await self.store.read_all(self.projection.position, page_size)
-                for record in page:
-                    self.projection.apply(record)
-                if len(page) < page_size:
-                    self.behind = False
-                    break
-            else:
-                self.behind = True
+            runner = await self._runner_started()
+            position = await runner.catch_up()
+            for ended_at in await self._ended(self.db, position):
+                self.throughput.add(ended_at)
+            self.view = await read_view(self.db, position, runner.health())
             self.store_error = None
         except StoreError as exc:
             self.store_error = str(exc)
@@ -197,7 +213,7 @@ class Dashboard:
         return self._conn
 
     async def refresh_queues(self) -> None:
-        names = data.queue_names(self.topology, self.projection.agents.values())
+        names = data.queue_names(self.topology, self.view.agents)
         try:
             conn = await self._broker()
             stats = await queue_stats(conn, names)
@@ -233,16 +249,25 @@ class Dashboard:
             refresh_s=self.config.refresh_s,
             store=data.StoreState(
                 redact(self.config.store_url),
-                self.projection.position,
+                self.view.position,
                 self.behind,
                 self.store_error,
             ),
-            projection=self.projection,
+            view=self.view,
+            throughput=self.throughput,
             beats=self.beats,
             queues=self.queues,
             dead_letters=self.dead_letters,
             topology=self.topology,
         )
+
+    async def tasks(self, state: str | None, limit: int, cursor: str | None) -> dict[str, Any]:
+        """A page of the task list, newest submitted first (``BadCursor`` passes through)."""
+        page = await list_tasks(self.db, TaskFilter(state=state), limit=limit, cursor=cursor)
+        return {
+            "tasks": [data.task_json(row) for row in page.rows],
+            "next_cursor": page.next_cursor,
+        }
 
     async def task(self, task_id: UUID) -> dict[str, Any] | None:
         """What `rally task show --json` prints, or None when the history has no such task."""
