@@ -54,7 +54,11 @@ def register(sub: Any) -> None:
     lst.add_argument("--since", metavar="WHEN", help="submitted since: 30m, 2h, 7d or an ISO time")
     lst.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N", help="page size")
     lst.add_argument("--cursor", metavar="CURSOR", help="the next page (printed after a page)")
-    lst.add_argument("--json", action="store_true", help="JSON Lines, one task each")
+    lst.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON Lines, one task each; then {"next_cursor": ...} if there are more',
+    )
     lst.add_argument("--store", default=None, help="store URL (default: RALLY_STORE_URL)")
     lst.set_defaults(func=run_list)
 
