@@ -82,6 +82,7 @@ class Procs:
     env: dict[str, str]
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     agent_ids: list[str] = field(default_factory=list)  # every agent ever started: its inbox
+    spawns: dict[str, int] = field(default_factory=dict)  # a log file per spawn, none overwritten
 
     def __post_init__(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,7 @@ class Procs:
     def spawn(self, name: str, args: list[str], log_level: str = "WARNING") -> float:
         """Start it; answers the monotonic time just before the spawn."""
         env = {**self.env, "RALLY_LOG_LEVEL": log_level}
+        self.spawns[name] = self.spawns.get(name, 0) + 1
         log_file = open(self.log(name), "wb")  # noqa: SIM115 - lives with the process
         started = time.monotonic()
         self.running[name] = subprocess.Popen(
@@ -110,7 +112,8 @@ class Procs:
         return self.spawn(agent_id, args)
 
     def log(self, name: str) -> Path:
-        return self.run_dir / f"{name}.log"
+        """The log of the latest process of that name."""
+        return self.run_dir / f"{name}.{self.spawns.get(name, 1)}.log"
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
         proc = self.running.pop(name)
@@ -262,6 +265,14 @@ async def _measure(
         procs.worker(worker)
     for worker in others:
         await consuming(conn, worker, procs, timeout_s)
+    # once, unmeasured: their queues are declared by the workers themselves, and a message
+    # sent before its queue exists is lost (an agent's registration, a probe's wake-up)
+    for worker in ("registry", "allocator"):
+        procs.worker(worker, log_level="INFO")
+    for worker in ("registry", "allocator"):
+        await until(f"{worker} declared", logged(procs.log(f"{worker}-0"), STARTED), procs,
+                    timeout_s)  # fmt: skip
+        procs.stop(f"{worker}-0")
     ns = procs.env["RALLY_NAMESPACE"]
     for i in range(agents):
         procs.agent(f"{ns}-agent-{i}")

@@ -123,6 +123,110 @@ def register(sub: Any) -> None:
         help="py-spy profiles of the fleet during the first rallypoint run",
     )
     parser.set_defaults(func=run)
+    parts = parser.add_subparsers(dest="bench_part", metavar="PART")
+    parts.required = False  # `rally bench` alone is the bench it always was
+    register_history(parts)
+
+
+def register_history(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "history",
+        help="views, start-up, failover, throughput and store size as the history grows",
+        description="Build histories of base x each size (synthesized from the domain's own "
+        "decisions, appended in batches), measure on each the CLI views, the dashboard, "
+        "worker start-up and failover, store bytes per task and tasks/s, then a steady load "
+        "with a short RALLY_RETENTION. Reports ratios of the largest history to the smallest. "
+        "See docs/benchmarks.md.",
+    )
+    parser.add_argument("--base", type=int, default=1_000, metavar="N", help="tasks at 1x (1000)")
+    parser.add_argument(
+        "--sizes",
+        type=_multiples,
+        default=(1, 10, 100),
+        metavar="LIST",
+        help="multiples (1,10,100)",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="where the histories go (default: SQLite files under var/bench; "
+        "a postgresql:// URL gets a throw-away schema per size)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench") / "results", metavar="DIR",
+        help="results directory (bench/results)",
+    )  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, metavar="R", help="runs per figure (3)")
+    parser.add_argument(
+        "--throughput-tasks", type=int, default=500, metavar="N", help="tasks for tasks/s (500)"
+    )
+    parser.add_argument(
+        "--retention", default="30s", metavar="DURATION", help="RALLY_RETENTION of the run (30s)"
+    )
+    parser.add_argument(
+        "--retention-duration",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="steady load with retention on (180; 0 skips the retention run)",
+    )
+    parser.add_argument("--no-check", action="store_true", help="skip check_history")
+    parser.add_argument("--no-fleet", action="store_true", help="skip start-up, failover, tasks/s")
+    parser.add_argument(
+        "--quick", action="store_true", help="one run of each figure, 50 tasks/s, 20 s retention"
+    )
+    parser.set_defaults(func=run_history)
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from broker.settings import BrokerSettings
+    from workers.bench.history_report import format_table, write_report
+    from workers.bench.history_run import HistoryOptions
+    from workers.bench.history_run import run_history as measure
+    from workers.cli.main import UserError
+    from workers.runtime.logs import quiet_logs
+
+    try:
+        options = HistoryOptions(
+            base=args.base,
+            sizes=args.sizes,
+            store_url=args.store or None,
+            amqp_url=BrokerSettings.from_env().amqp_url,
+            runs=args.runs,
+            throughput_tasks=args.throughput_tasks,
+            retention=args.retention,
+            retention_s=args.retention_duration,
+            check=not args.no_check,
+            fleet=not args.no_fleet,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if args.quick:
+        options = options.quickened()
+    quiet_logs()
+
+    def progress(line: str) -> None:
+        print(f"rally bench history: {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(_until_signalled(measure(options, progress)))
+    paths = write_report(report, args.out)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_table(report))
+        print("\nwritten: " + ", ".join(str(p) for p in paths))
+    return 1 if report["history"]["errors"] else 0
+
+
+def _multiples(text: str) -> tuple[int, ...]:
+    try:
+        return _counts(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give multiples of --base of at least 1, e.g. 1,10,100"
+        ) from None
 
 
 def _parts(text: str) -> frozenset[str]:
