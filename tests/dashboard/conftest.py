@@ -18,6 +18,12 @@ from aiohttp import web
 from broker.connection import BrokerConnection
 from broker.settings import BrokerSettings
 from sdk import Agent, Client, Task
+from tests.store.conftest import (  # noqa: F401  (fixtures: both stores, for the read models)
+    any_store_url,
+    pg_server_url,
+    pg_url,
+    sqlite_url,
+)
 from workers.dashboard.server import build_app, serve
 from workers.dashboard.service import Dashboard, DashboardConfig
 from workers.runtime.services import Running, run_services

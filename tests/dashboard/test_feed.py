@@ -39,7 +39,8 @@ async def submit(store: EventStore) -> None:
     await store.append(f"task-{task_id}", 0, [new_event(event)])
 
 
-async def test_a_refresh_reads_only_what_was_recorded_since_the_last(store_url: str) -> None:
+async def test_a_refresh_reads_only_what_was_recorded_since_the_last(any_store_url: str) -> None:
+    store_url = any_store_url
     store = open_store(store_url)
     await store.start()
     await store.append(
@@ -72,7 +73,8 @@ async def test_a_refresh_reads_only_what_was_recorded_since_the_last(store_url: 
         await store.close()
 
 
-async def test_the_task_list_pages_by_state_with_a_cursor(store_url: str) -> None:
+async def test_the_task_list_pages_by_state_with_a_cursor(any_store_url: str) -> None:
+    store_url = any_store_url
     store = open_store(store_url)
     await store.start()
     ids = []
