@@ -7,8 +7,10 @@ with the reason. After each test every node is running again and clustered.
 
 from __future__ import annotations
 
+import json
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,3 +37,24 @@ def cluster(private_cluster: PrivateCluster) -> Iterator[PrivateCluster]:
     for node in private_cluster.nodes:
         if not node.running:
             node.restart()
+
+
+RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
+
+
+@pytest.fixture
+def record(request: pytest.FixtureRequest) -> Callable[[dict[str, Any]], None]:
+    """Keep a test's numbers (lost, duplicated, pause in completions...) for the summary."""
+
+    def keep(numbers: dict[str, Any]) -> None:
+        request.config.stash.setdefault(RESULTS, []).append((request.node.name, numbers))
+
+    return keep
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, [])
+    if results:
+        terminalreporter.section("cluster node loss: numbers")
+        for name, numbers in results:
+            terminalreporter.write_line(f"{name}: {json.dumps(numbers, sort_keys=True)}")
