@@ -323,6 +323,7 @@ class Consumer:
             return False
         if not self.trust.is_service(delivery.user_id or None):
             return False
+        self.tracer.woken(delivery.type, delivery.message_id, delivery.headers)
         self.on_wake(delivery.type)
         self.metrics.woken(delivery.type)
         self._handled += 1

@@ -141,6 +141,24 @@ class ConsumerTracer:
             span.update_name(f"process {message_type}")
             span.set_attribute("rally.message_type", message_type)
 
+    def woken(self, message_type: str, message_id: str | None, headers: Mapping[str, Any]) -> None:
+        """A wake-up taken without decoding: a hop of its own, remembered for what follows.
+
+        The event's ``traceparent`` names the task's trace (its trace id is the correlation
+        id), so whatever the worker records for that task next continues from this hop.
+        """
+        parent = parse_traceparent(headers.get(TRACEPARENT))
+        if parent is None or message_type in UNTRACED:
+            return
+        tracer = otel_tracer()
+        span = None
+        if tracer is not None:
+            span = consumer_span(tracer, self, parent, parent.trace_id, message_type, message_id)
+        hop = hop_of(span, parent) if span is not None else new_hop(parent, parent.trace_id)
+        remember(parent.trace_id, hop)
+        if span is not None:
+            span.end()
+
     async def batch(
         self,
         handler: Callable[[Sequence[Incoming[Any]]], Awaitable[Mapping[int, BaseException] | None]],

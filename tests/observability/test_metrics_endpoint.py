@@ -152,7 +152,9 @@ async def test_a_worker_and_an_agent_expose_moving_counters(
     for name, labels, _ in second.samples:
         if name.startswith("rally_"):
             assert labels.get("replica") == REPLICA, (name, labels)
-            assert labels.get("worker") in ("registry", "tasks", "allocator"), (name, labels)
+            # (the read models and retention run inside the worker processes too)
+            workers = ("registry", "tasks", "allocator", "readmodels", "retention")
+            assert labels.get("worker") in workers, (name, labels)
 
     allocator = {"worker": "allocator", "replica": REPLICA}
     assert second.value("rally_placement_seconds_count", **allocator) >= 8

@@ -84,6 +84,8 @@ class Allocator:
         self.active = False
         self._lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()  # the store has news (an event's wake-up): decide again
+        self._decider: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._wake_at: datetime | None = None
@@ -98,15 +100,17 @@ class Allocator:
         async with self._lock:
             await self.keeper.start()
         self._follower = asyncio.create_task(self._follow(), name="allocator-follow")
+        self._decider = asyncio.create_task(self._decide_on_news(), name="allocator-news")
         self.start_timer()
 
     async def stop(self) -> None:
         """A clean stop: the snapshot as of now, and the lease let go for the next replica."""
         await self.stop_timer()
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+        for task in (self._follower, self._decider):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         async with self._lock:
             if self.active:
                 with contextlib.suppress(Exception):  # the periodic one stands
@@ -134,6 +138,25 @@ class Allocator:
         failed = await self.run(commands)
         failures.update({where[i]: exc for i, exc in failed.items()})
         return failures
+
+    def on_wake(self, event_type: str) -> None:
+        """An event was recorded (the consumer's wake-up, not decoded): the store has it.
+
+        Wake-ups are acked as they come, so they coalesce: however many arrive during a
+        decision, one more decision follows, and a failed one is tried again.
+        """
+        self._changed.set()
+
+    async def _decide_on_news(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self.run([])
+            except Exception:  # the store is down or a round lost its races: try again
+                log.exception("allocator.decision_failed")
+                self._changed.set()
+                await asyncio.sleep(0.5)
 
     async def tick(self) -> None:
         """Time passed (a lease expiry, a cool-down end): decide again with no new messages."""

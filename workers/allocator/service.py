@@ -12,8 +12,15 @@ from broker.consumer import Consumer
 from broker.identity import worker_authorizer
 from broker.router import Router
 from broker.topology import ALLOCATOR_TASK_EVENTS
+from contracts import Event, lookup
 from workers.allocator.handlers import WORKER, Allocator
 from workers.runtime.context import ServiceContext
+
+
+def _is_event(type_name: str) -> bool:
+    found = lookup(type_name)
+    return found is not None and issubclass(found, Event)
+
 
 # what on_batch takes; any other type in the queue is dead-lettered unknown_type
 HANDLED = (
@@ -22,6 +29,10 @@ HANDLED = (
     *("AgentJoined", "AgentUpdated", "AgentDraining", "AgentLeft", "AgentLost"),
     *("ResourceDeclared", "LeaseRequested", "LeaseGranted", "LeaseReleased", "LeaseExpired"),
 )
+
+
+# events are wake-ups: the allocator reads them from the store, so the consumer decodes none
+WAKE_UPS = tuple(name for name in HANDLED if _is_event(name))
 
 
 class AllocatorService:
@@ -41,6 +52,8 @@ class AllocatorService:
             replica=ctx.replica,
             batch_handler=self.allocator.on_batch,
             batch_types=HANDLED,
+            wake_types=WAKE_UPS,
+            on_wake=self.allocator.on_wake,
             authorize=worker_authorizer(ctx.publisher.user_id),
         )
 

@@ -120,7 +120,7 @@ async def run_services(
         # every process offers to keep the read models current; the store's lease picks one
         from workers.readmodels.service import ReadModelsService
 
-        service = ReadModelsService(store, store, replica=f"{role}:{replica}")
+        service = ReadModelsService(store, store, replica=replica)
         await service.start()
         started.append(service)
         running.services[service.name] = service
