@@ -63,10 +63,11 @@ async def run_with_fault(
         verdict = await h.settle(timeout=120)
         h.assert_no_crash()
         await h.history.refresh()
-        numbers = {
+        after = len(h.workload.accepted) - accepted_at_fault
+        numbers: dict[str, Any] = {
             **verdict.counts,
             "node": hurt.name.split("@")[0],
-            "accepted_after_fault": len(h.workload.accepted) - accepted_at_fault,
+            "accepted_after_fault": after,
             "submit_errors": dict(h.workload.errors),
             "completions_paused_s": round(completion_pause(h, fault_at), 2),
             "fault_took_s": round(fault_s, 1),
@@ -74,7 +75,7 @@ async def run_with_fault(
         }
         assert verdict.problems() == [], numbers
         assert verdict.ledger.terminal == verdict.ledger.accepted, numbers
-        assert numbers["accepted_after_fault"] > 0, numbers
+        assert after > 0, numbers
         return numbers
 
 

@@ -4,6 +4,7 @@ agent lost 12-13 s into a broker outage, while it could hear no one)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from broker.router import Incoming
 from contracts import Envelope, Heartbeat, Message, RegisterAgent
@@ -12,8 +13,10 @@ from workers.runtime.clock import ManualClock
 from workers.runtime.settings import WorkerSettings
 from workers.store import open_store
 
+M = TypeVar("M", bound=Message)
 
-def _incoming(message: Message, sender: str) -> Incoming[Message]:
+
+def _incoming(message: M, sender: str) -> Incoming[M]:
     return Incoming(envelope=Envelope.wrap(message, sender=sender))
 
 
