@@ -7,6 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from contracts import TaskProgressed, TaskRequeued
 from tests.readmodels.conftest import (
     T0,
     assigned,
@@ -126,3 +127,31 @@ async def test_filters_and_pages_newest_first(any_store_url: str, opened: StoreF
     assert [r.task_id for r in second.rows] == newest_first[10:20]
     with pytest.raises(BadCursor):
         await list_tasks(runner.db, TaskFilter(), cursor="not-a-cursor")
+
+
+async def test_progress_is_the_running_attempts_and_a_new_attempt_clears_it(
+    any_store_url: str, opened: StoreFactory
+) -> None:
+    store = await opened(any_store_url)
+    task_id = uuid4()
+
+    def progressed(value: float, attempt: int = 1) -> TaskProgressed:
+        return TaskProgressed(task_id=task_id, agent_id="w1", attempt=attempt, progress=value)
+
+    await record(store, task_id, submitted(task_id), assigned(task_id), started(task_id))
+    await record(store, task_id, progressed(0.25), progressed(0.5))
+    runner = await tasks_runner(store)
+    row = await get_task(runner.db, task_id)
+    assert row is not None
+    assert row.progress == 0.5
+    await record(store, task_id, failed(task_id, "boom"))  # a page that says nothing of it
+    await runner.catch_up()
+    row = await get_task(runner.db, task_id)
+    assert row is not None
+    assert row.progress == 0.5
+    retry = TaskRequeued(task_id=task_id, attempt=2, reason="retry")
+    await record(store, task_id, retry, assigned(task_id, attempt=2))
+    await runner.catch_up()
+    row = await get_task(runner.db, task_id)
+    assert row is not None
+    assert row.progress is None

@@ -127,7 +127,6 @@ def _time(text: str | None) -> str | None:
 
 
 def task_json(row: TaskRow) -> dict[str, Any]:
-    # the read model keeps no progress: null, which the page shows as none
     changed = max(t for t in (row.submitted_at, row.started_at, row.ended_at) if t)
     return {
         "task_id": row.task_id,
@@ -136,7 +135,7 @@ def task_json(row: TaskRow) -> dict[str, Any]:
         "priority": row.priority or 0,
         "attempt": row.attempt,
         "agent_id": row.agent_id,
-        "progress": None,
+        "progress": row.progress,
         "error": row.error,
         "submitted_at": _time(row.submitted_at),
         "changed_at": _time(changed),

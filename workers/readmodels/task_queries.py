@@ -23,7 +23,7 @@ from workers.store.base import EventStore
 
 COLUMNS = (
     "task_id, state, capability, priority, attempt, agent_id, owner,"
-    " submitted_at, started_at, ended_at, error, updated_position, expired"
+    " submitted_at, started_at, ended_at, error, updated_position, expired, progress"
 )
 
 
@@ -46,6 +46,7 @@ class TaskRow:
     error: str | None
     updated_position: int
     expired: bool
+    progress: float | None = None  # of a running attempt, 0..1, as its agent last said
 
     def to_json(self) -> dict[str, Any]:
         """The keys of ``rally task list --json`` (the first seven are its original ones)."""
@@ -75,7 +76,7 @@ async def tasks_runner(store: EventStore, *, page: int = 5000) -> ProjectionRunn
 
 def _row(values: Sequence[Any]) -> TaskRow:
     (task_id, state, capability, priority, attempt, agent_id, owner) = values[:7]
-    (submitted_at, started_at, ended_at, error, position, expired) = values[7:]
+    (submitted_at, started_at, ended_at, error, position, expired, progress) = values[7:]
     return TaskRow(
         str(task_id),
         str(state),
@@ -90,6 +91,7 @@ def _row(values: Sequence[Any]) -> TaskRow:
         error,
         int(position),
         bool(expired),
+        None if progress is None else float(progress),
     )
 
 

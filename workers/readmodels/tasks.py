@@ -23,7 +23,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-from contracts import ContractError, Event, TaskStarted, TaskSubmitted
+from contracts import (
+    ContractError,
+    Event,
+    TaskAssigned,
+    TaskProgressed,
+    TaskStarted,
+    TaskSubmitted,
+)
 from workers.readmodels.runner import Tx, Unreadable
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore, RecordedEvent
@@ -32,6 +39,7 @@ from workers.tasks.state import TERMINAL, Task, evolve, stream_of
 NAME = "tasks"
 TABLE = "readmodel_tasks"
 STREAMS = "task-"
+KEEP = -1.0  # "the page said nothing of progress": the row keeps what it has
 ERROR_CHARS = 500  # the error column is a summary; ``rally task show`` has it all
 
 SCHEMA = (
@@ -49,7 +57,8 @@ SCHEMA = (
         ended_at         TEXT,
         error            TEXT,
         updated_position BIGINT NOT NULL,
-        expired          BOOLEAN NOT NULL DEFAULT FALSE
+        expired          BOOLEAN NOT NULL DEFAULT FALSE,
+        progress         DOUBLE PRECISION
     )
     """,
     f"CREATE INDEX IF NOT EXISTS {TABLE}_state ON {TABLE} (state, submitted_at)",
@@ -62,8 +71,8 @@ SCHEMA = (
 # never moves back (a page applied again after a rebuild changes nothing).
 UPSERT = f"""
 INSERT INTO {TABLE} (task_id, state, capability, priority, attempt, agent_id, owner,
-                     submitted_at, started_at, ended_at, error, updated_position)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     submitted_at, started_at, ended_at, error, updated_position, progress)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (task_id) DO UPDATE SET
     state = excluded.state,
     capability = excluded.capability,
@@ -75,7 +84,8 @@ ON CONFLICT (task_id) DO UPDATE SET
     started_at = coalesce(excluded.started_at, {TABLE}.started_at),
     ended_at = coalesce(excluded.ended_at, {TABLE}.ended_at),
     error = excluded.error,
-    updated_position = excluded.updated_position
+    updated_position = excluded.updated_position,
+    progress = CASE WHEN excluded.progress < 0 THEN {TABLE}.progress ELSE excluded.progress END
 WHERE excluded.updated_position > {TABLE}.updated_position
 """
 
@@ -97,6 +107,8 @@ class _Change:
     submitted_at: str | None = None
     started_at: str | None = None
     ended_at: str | None = None
+    # the latest progress the page saw; None: a new attempt cleared it; KEEP: nothing new
+    progress: float | None = KEEP
 
 
 def row_values(change: _Change) -> tuple[object, ...]:
@@ -118,6 +130,7 @@ def row_values(change: _Change) -> tuple[object, ...]:
         change.ended_at,
         error[:ERROR_CHARS] if error else None,
         change.position,
+        change.progress,
     )
 
 
@@ -194,6 +207,10 @@ def _changed(
         change.submitted_at = iso(record.recorded_at)
     elif isinstance(event, TaskStarted):
         change.started_at = iso(record.recorded_at)
+    elif isinstance(event, TaskProgressed):
+        change.progress = event.progress
+    elif isinstance(event, TaskAssigned):
+        change.progress = None  # a new attempt starts from nothing
     if after.state in TERMINAL and task.state not in TERMINAL:
         change.ended_at = iso(record.recorded_at)
     return change
