@@ -79,7 +79,8 @@ async def test_typed_round_trip(publisher: Publisher, start_consumer: Start) -> 
     [
         (b"{this is not json", "malformed"),
         (
-            b'{"type": "RegisterAgent", "version": 1, "correlation_id": "'
+            b'{"id": "0b6f5c7e-8f1a-4c39-9a43-3f1c2b7d9e01", "sent_at": "2026-01-01T00:00:00Z", '
+            b'"type": "RegisterAgent", "version": 1, "correlation_id": "'
             b'6b0bd0c4-9a6c-4b2f-8d8e-7d7a1f9e2a11", "sender": "x", '
             b'"payload": {"agent_id": "a", "capabilities": ["c"], "capacity": 0}}',
             "invalid",
