@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from workers.store import postgres_retention as retention
+import workers.store.postgres_retention as retention
 from workers.store.base import (
     AppendOutcome,
     AppendRequest,

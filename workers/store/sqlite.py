@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from workers.store import sqlite_retention as retention
+import workers.store.sqlite_retention as retention
 from workers.store.base import (
     AppendOutcome,
     AppendRequest,
