@@ -113,3 +113,11 @@ def test_placement_differences_are_read_from_the_brokers_refusal(
     error: str, found: tuple[str, object] | None
 ) -> None:
     assert existing_placement(error) == found
+
+
+def test_a_provisioned_agent_is_given_every_node() -> None:
+    from workers.cli.provision import url_for
+
+    url = url_for("amqp://ops:s@h1:5672,h2:5673/?heartbeat=5", user="a1", password="p w", vhost="v")
+    assert url == "amqp://a1:p%20w@h1:5672,h2:5673/v?heartbeat=5"
+    assert BrokerSettings(amqp_url=url).amqp_nodes[1] == "amqp://a1:p%20w@h2:5673/v?heartbeat=5"

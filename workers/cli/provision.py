@@ -21,7 +21,7 @@ import shlex
 import shutil
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -29,6 +29,7 @@ from broker.access import AgentGrant, agent_grant, broker_user, check_provisiona
 from broker.connection import BrokerConnection
 from broker.declare import declare_for_others, declare_topology
 from broker.identity import reserved_users
+from broker.nodes import parse_nodes
 from broker.settings import BrokerSettings
 from broker.topology import Topology
 from broker.transport_errors import TransportError, transport_errors
@@ -154,14 +155,11 @@ def vhost_of(amqp_url: str) -> str:
 
 
 def url_for(amqp_url: str, *, user: str, password: str, vhost: str) -> str:
-    """The operator's broker address with the agent's credentials and vhost."""
-    parts = urlsplit(amqp_url)
-    host = parts.hostname or "127.0.0.1"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, _vhost_path(vhost), parts.query, ""))
+    """The operator's broker address (every node of a cluster) with the agent's credentials
+    and vhost."""
+    nodes = parse_nodes(amqp_url)
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    return replace(nodes, userinfo=login, path=_vhost_path(vhost)).compact()
 
 
 def _vhost_path(vhost: str) -> str:
