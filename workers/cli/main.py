@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "workers.cli.demo_cmd",
     "workers.cli.bench_cmd",
     "workers.cli.dashboard_cmd",
+    "workers.cli.conformance_cmd",
 )
 
 
