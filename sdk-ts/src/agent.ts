@@ -10,6 +10,7 @@
  * assignments come back and are recognised as the attempts already running.
  */
 import type * as amqp from "amqplib";
+import { BUNDLE_CONTENT_TYPE } from "./bundle";
 import { Execution, type Handler } from "./execution";
 import { handleDelivery, type Incoming } from "./inbox";
 import { type Lease, LeaseBook } from "./lease";
@@ -41,6 +42,8 @@ export class Agent {
   readonly heartbeatIntervalS: number;
   readonly settings: Settings;
   draining = false;
+  /** What the inbox has taken: deliveries, and how many of them were bundles. */
+  readonly stats = { deliveries: 0, bundles: 0 };
   private readonly handlers = new Map<string, Handler>();
   private readonly running = new Map<string, Execution>();
   private readonly names: Names;
@@ -96,7 +99,11 @@ export class Agent {
     const declare = this.options.declare ?? !ownUser;
     await transport.consume(
       (channel) => this.setupInbox(channel, declare),
-      (msg, channel) => handleDelivery(msg, channel, (incoming) => this.dispatch(incoming), this.log),
+      (msg, channel) => {
+        this.stats.deliveries++;
+        if (msg.properties.contentType === BUNDLE_CONTENT_TYPE) this.stats.bundles++;
+        return handleDelivery(msg, channel, (incoming) => this.dispatch(incoming), this.log);
+      },
       Math.min(1000, 4 * this.capacity + 16),
     );
     transport.onReconnect(() => {

@@ -30,12 +30,18 @@ export function encodeBundle(members: BundleMember[]): Buffer {
 }
 
 /** The members, or MalformedMessage saying where the bundle breaks (then it dies whole). */
-export function decodeBundle(raw: Buffer): BundleMember[] {
-  if (raw.length > BUNDLE_MAX_BYTES) throw new MalformedMessage(`bundle is ${raw.length} bytes, over the limit`);
+/** Over a bundle limit (members or bytes): it too goes whole to the dead letters. */
+export class BundleTooLarge extends MalformedMessage {
+  override name = "BundleTooLarge";
+}
+
+export function decodeBundle(raw: Buffer, limits: { maxMembers?: number; maxBytes?: number } = {}): BundleMember[] {
+  const maxMembers = limits.maxMembers ?? BUNDLE_MAX_MEMBERS;
+  if (raw.length > (limits.maxBytes ?? BUNDLE_MAX_BYTES)) throw new BundleTooLarge(`bundle is ${raw.length} bytes, over the limit`);
   const members: BundleMember[] = [];
   let pos = 0;
   while (pos < raw.length) {
-    if (members.length >= BUNDLE_MAX_MEMBERS) throw new MalformedMessage(`bundle has more than ${BUNDLE_MAX_MEMBERS} members`);
+    if (members.length >= maxMembers) throw new BundleTooLarge(`bundle has more than ${maxMembers} members`);
     const index = members.length;
     const endMeta = raw.indexOf(0x0a, pos);
     if (endMeta < 0) throw new MalformedMessage(`bundle member ${index}: no line of properties`);
