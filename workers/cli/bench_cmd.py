@@ -126,6 +126,76 @@ def register(sub: Any) -> None:
     parts = parser.add_subparsers(dest="bench_part", metavar="PART")
     parts.required = False  # `rally bench` alone is the bench it always was
     register_history(parts)
+    register_fleet(parts)
+
+
+def register_fleet(sub: Any) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "fleet",
+        help="N simulated agents speaking the protocol, tasks flowing: what a fleet costs",
+        description="Run --agents simulated agents (each its own inbox, registration and "
+        "heartbeats, one AMQP message each, over AMQP) in a few processes against one replica "
+        "of each worker, submitting --tasks-per-s for --seconds. Reports registry and "
+        "allocator CPU, heartbeat handling lag, placement latency, false losses, tasks/s, the "
+        "broker's file descriptors and memory, inbox declare time and whether a new connection "
+        "still opens. Uses RALLY_AMQP_URL: give a private node for large fleets.",
+    )
+    parser.add_argument("--agents", type=int, default=100, metavar="N", help="agents (100)")
+    parser.add_argument(
+        "--tasks-per-s", type=float, default=100.0, metavar="R", help="tasks submitted a second"
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, metavar="S", help="load time (60)")
+    parser.add_argument("--processes", type=int, default=4, metavar="P", help="agent processes (4)")
+    parser.add_argument(
+        "--capacity", type=int, default=4, metavar="N", help="tasks each agent runs at once (4)"
+    )
+    parser.add_argument(
+        "--store", default=None, metavar="URL", help="the fleet's store (fresh SQLite file)"
+    )
+    parser.add_argument(
+        "--rabbit-node", default=None, metavar="NODE",
+        help="the node for rabbitmqctl's file-handle count (its default node)",
+    )  # fmt: skip
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench") / "results", metavar="DIR",
+        help="results directory (bench/results)",
+    )  # fmt: skip
+    parser.set_defaults(func=run_fleet)
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from broker.settings import BrokerSettings
+    from workers.bench.fleet_report import format_fleet, write_fleet
+    from workers.bench.fleet_run import FleetOptions, run_fleet_bench
+    from workers.cli.main import UserError
+    from workers.runtime.logs import quiet_logs
+
+    if args.agents < 1 or args.processes < 1 or args.tasks_per_s <= 0 or args.seconds <= 0:
+        raise UserError("--agents, --processes, --tasks-per-s and --seconds must be positive")
+    options = FleetOptions(
+        agents=args.agents,
+        tasks_per_s=args.tasks_per_s,
+        seconds=args.seconds,
+        processes=min(args.processes, args.agents),
+        capacity=args.capacity,
+        amqp_url=BrokerSettings.from_env().amqp_url,
+        store_url=args.store or None,
+        rabbit_node=args.rabbit_node,
+    )
+    quiet_logs()
+
+    def progress(line: str) -> None:
+        print(f"rally bench fleet: {line}", file=sys.stderr, flush=True)
+
+    report = asyncio.run(_until_signalled(run_fleet_bench(options, progress)))
+    path = write_fleet(report, args.out)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(format_fleet(report))
+        print(f"\nwritten: {path}")
+    return 1 if report["errors"] else 0
 
 
 def register_history(sub: Any) -> None:
