@@ -34,6 +34,7 @@ from uuid import UUID
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
+from broker.errors import BrokerError
 from broker.inspect import queue_stats
 from broker.settings import BrokerSettings
 from sdk import Client
@@ -238,12 +239,12 @@ async def measure_fleet(
     progress: Callable[[str], None] = lambda _: None,
 ) -> FleetFigures:
     figures = FleetFigures()
-    async with fleet_env(amqp_url, store_url, run_dir) as (procs, client, store, conn):
-        try:
+    try:
+        async with fleet_env(amqp_url, store_url, run_dir) as (procs, client, store, conn):
             await _measure(figures, procs, client, store, conn, repeats, tasks, window, agents,
                            timeout_s, progress)  # fmt: skip
-        except (TimeoutError, RuntimeError, OSError) as exc:
-            figures.errors.append(f"{type(exc).__name__}: {exc}")
+    except (TimeoutError, RuntimeError, OSError, BrokerError) as exc:
+        figures.errors.append(f"{type(exc).__name__}: {exc}")
     return figures
 
 

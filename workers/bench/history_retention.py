@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.errors import BrokerError
 from sdk import Client
 from workers.bench.history_fleet import consuming, fleet_env, until
 from workers.bench.history_views import store_bytes
@@ -81,8 +82,8 @@ async def retention_run(
 ) -> RetentionRun:
     run = RetentionRun(retention, retention_setting_found(), duration_s, rate_per_s)
     extra = {SETTING: retention}
-    async with fleet_env(amqp_url, store_url, run_dir, extra) as (procs, client, store, conn):
-        try:
+    try:
+        async with fleet_env(amqp_url, store_url, run_dir, extra) as (procs, client, store, conn):
             for worker in WORKERS:
                 procs.worker(worker)
             for worker in WORKERS:
@@ -94,8 +95,8 @@ async def retention_run(
             await _steady(
                 run, client, store, store_url, sample_every_s, progress, procs.check_alive
             )
-        except (TimeoutError, RuntimeError, OSError) as exc:
-            run.errors.append(f"{type(exc).__name__}: {exc}")
+    except (TimeoutError, RuntimeError, OSError, BrokerError) as exc:
+        run.errors.append(f"{type(exc).__name__}: {exc}")
     return run
 
 

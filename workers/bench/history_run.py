@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 
+from broker.errors import BrokerError
 from broker.settings import DEFAULT_AMQP_URL
 from workers.bench import history_views as views
 from workers.bench.fleet import scratch_store
@@ -168,7 +169,7 @@ async def run_history(options: HistoryOptions, progress: Progress) -> dict[str, 
         for multiple in sorted(set(options.sizes)):
             try:
                 size, found = await one_size(options, multiple, run_dir, progress)
-            except (StoreError, OSError, asyncpg.PostgresError, RuntimeError) as exc:
+            except (StoreError, OSError, asyncpg.PostgresError, RuntimeError, BrokerError) as exc:
                 size, found = (
                     {"multiple": multiple, "tasks": options.base * multiple},
                     [f"{options.base * multiple} tasks: {type(exc).__name__}: {exc}"],
