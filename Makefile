@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: help install services demo test test-fast lint fmt bench schema clean
+.PHONY: help install services demo test test-ts test-fast lint fmt bench schema clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,13 @@ services: ## start RabbitMQ and PostgreSQL where installed but not running
 demo: install services ## run the fleet: workers, simulated agents and 1,000 tasks, then a summary
 	$(VENV)/bin/rally demo
 
-test: install ## run the whole test suite (real RabbitMQ, SQLite and PostgreSQL)
+test: install test-ts ## run the whole test suite (real RabbitMQ, SQLite and PostgreSQL)
 	$(PY) -m pytest
+
+test-ts: install ## build the TypeScript SDK and run its tests (real RabbitMQ and workers)
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  cd sdk-ts && npm ci --no-audit --no-fund --loglevel=error && npm test; \
+	else echo "test-ts: node/npm not found, TypeScript SDK tests skipped"; fi
 
 test-fast: install ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow"

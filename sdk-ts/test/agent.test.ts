@@ -1,9 +1,11 @@
 // The SDK against the real broker and the real workers (`rally worker all`, private namespace).
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { Agent, Client, TaskCancelledError, TaskError, type Task } from "../src";
+import { Agent, Client, TaskCancelledError, TaskError, type Task, wrap } from "../src";
 import { sleep } from "../src/transport";
-import { AMQP_URL, eventually, Fleet, Proxy } from "./fleet";
+import { AMQP_URL, eventually, Fleet, Proxy, withChannel } from "./fleet";
+
+process.env.RALLY_LOG_LEVEL ??= "WARNING";
 
 const fleet = new Fleet({ RALLY_RESOURCES: "gpu=1" });
 let client: Client;
@@ -103,10 +105,19 @@ test("cancelling a running task sends StopTask: the handler's signal aborts and 
 });
 
 test("a lease is acquired, renewed past its TTL, survives a loss notice for another token, and is released", async () => {
-  const agent = newAgent("leaser");
+  const events: string[] = [];
+  const agent = newAgent("leaser", { logger: (_level, event) => void events.push(event) });
   agent.capability("lease", async (task: Task) => {
     const lease = await task.lease("gpu", { ttlS: 1.5, timeoutS: 10 });
     const token = lease.fencingToken;
+    // a LeaseLost naming another token is not about this lease: it stays held and renewed
+    const notice = wrap("LeaseLost", { resource: "gpu", lease_id: lease.leaseId, fencing_token: token + 1000, reason: "test" }, "test");
+    await withChannel(async (ch) => {
+      ch.publish(`${fleet.namespace}.inbox`, task.agentId, Buffer.from(JSON.stringify(notice)), {
+        messageId: notice.id, type: "LeaseLost", contentType: "application/json", userId: "guest", deliveryMode: 2,
+      });
+      await sleep(100);
+    });
     await sleep(3500); // more than twice the TTL: only renewals keep it
     lease.check();
     lease.release();
@@ -118,6 +129,7 @@ test("a lease is acquired, renewed past its TTL, survives a loss notice for anot
   const result = (await client.submit("lease", {}).result({ timeoutS: 40 })) as { token: number; again: number; lost: boolean };
   assert.equal(result.lost, false);
   assert.ok(result.again > result.token, JSON.stringify(result));
+  assert.ok(events.includes("sdk.lease_lost_ignored"), events.join(","));
   await agent.stop();
 });
 
