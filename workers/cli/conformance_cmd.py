@@ -13,6 +13,7 @@ from typing import Any
 
 from broker.settings import BrokerSettings
 from workers.cli.main import UserError
+from workers.conformance.fleet import FleetError
 from workers.conformance.report import footer, header, json_line, line
 from workers.conformance.runner import SCENARIOS, UnknownScenario, Verdict, choose, run_scenarios
 from workers.runtime.logs import quiet_logs
@@ -52,14 +53,17 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.json:
         print(header(), flush=True)
-    verdicts, log_dir = asyncio.run(
-        run_scenarios(
-            args.agent_cmd,
-            names,
-            amqp_url=BrokerSettings.from_env().amqp_url,
-            timeout_s=args.timeout,
-            on_verdict=show,
+    try:
+        verdicts, log_dir = asyncio.run(
+            run_scenarios(
+                args.agent_cmd,
+                names,
+                amqp_url=BrokerSettings.from_env().amqp_url,
+                timeout_s=args.timeout,
+                on_verdict=show,
+            )
         )
-    )
+    except FleetError as exc:
+        raise UserError(f"the conformance fleet: {exc}") from None
     print(footer(verdicts, log_dir), file=sys.stderr if args.json else sys.stdout)
     return 0 if all(v.passed for v in verdicts) else 1

@@ -24,7 +24,7 @@ from contracts import (
     TaskSucceeded,
 )
 from workers.cli.provision import CannotRun, ProvisionError, Rabbitmqctl, Step, provision
-from workers.conformance.context import Ctx, Skipped
+from workers.conformance.context import Ctx, Launched, Skipped
 from workers.conformance.history import Unmet, has, of, single_end, summary
 
 STALE_RESULT: JsonValue = {"stale": "a report with an old fencing token"}
@@ -92,10 +92,11 @@ async def connection_drop(ctx: Ctx) -> str:
     await history.wait_task(task_id, has(TaskStarted), 15, "the task did not start")
     agent.proxy.freeze_downstream()  # its report gets through, the confirm does not
     try:
-        events = await history.wait_task(task_id, has(TaskSucceeded), 5, "")
+        await history.wait_task(task_id, has(TaskSucceeded), 3, "")
         through = "its report reached the broker, the confirm did not"
     except Unmet:
         through = "its report went after the reconnect"
+    connections = agent.proxy.accepted
     agent.proxy.cut()
     await asyncio.sleep(1.0)
     agent.proxy.restore()
@@ -103,8 +104,23 @@ async def connection_drop(ctx: Ctx) -> str:
     end = single_end(events, TaskSucceeded)
     if end.result != "once":
         raise Unmet(f"result {end.result!r}")
+    await _back(ctx, agent, connections)
     await ctx.quick_task(agent, "after the reconnect", timeout=25)
     return f"cut mid-report ({through}): ended exactly once; the next task succeeded"
+
+
+async def _back(ctx: Ctx, agent: Launched, connections: int) -> None:
+    """The agent connected again and, if the registry counted it lost meanwhile, rejoined."""
+    deadline = time.monotonic() + 20
+    while True:
+        events = await ctx.fleet.history.agent(agent.agent_id)
+        lost = _index(events, AgentLost)
+        rejoined = lost is None or _index(events, AgentJoined, lost) is not None
+        if agent.proxy.accepted > connections and rejoined:
+            return
+        if time.monotonic() > deadline:
+            raise Unmet("the agent did not connect again (and register) within 20s of the cut")
+        await asyncio.sleep(0.1)
 
 
 async def drain(ctx: Ctx) -> str:

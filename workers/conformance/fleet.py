@@ -23,6 +23,7 @@ from pathlib import Path
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
+from broker.inspect import queue_depths
 from broker.publisher import Publisher
 from broker.settings import BrokerSettings
 from contracts import AgentLeft, AgentLost, DeregisterAgent
@@ -36,6 +37,10 @@ from workers.store.base import EventStore
 WORKERS = ("registry", "tasks", "allocator")
 CAPABILITY = "conformance"
 HEARTBEAT_S = 1.0
+
+
+class FleetError(Exception):
+    """The kit's own fleet could not start: no scenario can be judged."""
 
 
 @dataclass
@@ -115,7 +120,20 @@ class Fleet:
         for worker in WORKERS:
             self.workers.append(self._spawn_worker(worker))
         self.client = await Client(settings=self.settings).connect()
+        await self._ready()
         return self
+
+    async def _ready(self, timeout: float = 60.0) -> None:
+        """Every worker's queue exists: what the agent and the kit send has somewhere to go."""
+        names = [self.conn.topology.worker_queue(worker) for worker in WORKERS]
+        deadline = time.monotonic() + timeout
+        while len(await queue_depths(self.conn, names)) < len(names):
+            crashed = self.crashed_workers()
+            if crashed:
+                raise FleetError(f"a worker died while starting ({crashed[0]}), see {self.run_dir}")
+            if time.monotonic() > deadline:
+                raise FleetError(f"the workers did not start within {timeout:g}s")
+            await asyncio.sleep(0.2)
 
     def _spawn_worker(self, worker: str) -> subprocess.Popen[bytes]:
         with open(self.run_dir / f"{worker}.log", "wb") as log:
@@ -135,6 +153,7 @@ class Fleet:
         ]
 
     async def close(self) -> None:
+        """Safe on a fleet that did not finish starting."""
         for agent in self.agents:
             agent.kill()
         for proxy in self.proxies:
@@ -172,11 +191,14 @@ class Fleet:
         killed agent lost would cost every scenario its heartbeat window.
         """
         agent.kill()
+        events = await self.history.agent(agent.agent_id)
+        if not events or isinstance(events[-1], AgentLeft | AgentLost):
+            return  # never joined, or gone already
         await self.publisher.send(DeregisterAgent(agent_id=agent.agent_id, drain=False))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             events = await self.history.agent(agent.agent_id)
-            if not events or isinstance(events[-1], AgentLeft | AgentLost):
+            if isinstance(events[-1], AgentLeft | AgentLost):
                 return
             await asyncio.sleep(0.1)
 

@@ -73,15 +73,16 @@ async def run_scenarios(
     on_verdict: Callable[[Verdict], None] = lambda _: None,
 ) -> tuple[list[Verdict], str]:
     """Every verdict, and where the logs are (kept only when a scenario did not pass)."""
-    fleet = await Fleet(agent_cmd, amqp_url).start()
+    fleet = Fleet(agent_cmd, amqp_url)
     verdicts: list[Verdict] = []
     try:
+        await fleet.start()
         for name in names:
             verdict = await _one(fleet, name, timeout_s)
             verdicts.append(verdict)
             on_verdict(verdict)
     finally:
-        fleet.keep_dir = not all(v.passed for v in verdicts)
+        fleet.keep_dir = not verdicts or not all(v.passed for v in verdicts)
         await fleet.close()
     return verdicts, str(fleet.run_dir)
 
@@ -90,6 +91,7 @@ async def _one(fleet: Fleet, name: str, timeout_s: float) -> Verdict:
     ctx = Ctx(fleet, name, timeout_s)
     started = time.monotonic()
     status: Status = "failed"
+    reason = "not run"
     try:
         async with asyncio.timeout(timeout_s):
             reason = await SCENARIOS[name](ctx)
@@ -106,7 +108,10 @@ async def _one(fleet: Fleet, name: str, timeout_s: float) -> Verdict:
         for launched in ctx.launched:
             fleet.proxies.remove(launched.proxy)
             await launched.proxy.close()
-            await fleet.retire(launched.process)
+            try:
+                await fleet.retire(launched.process)
+            except Exception as exc:  # a later scenario may land on it: say so, go on
+                reason = f"{reason}; could not take the agent out: {exc}"
     crashed = fleet.crashed_workers()
     if crashed:
         status, reason = "failed", f"{reason}; a worker died ({', '.join(crashed)})"
