@@ -31,7 +31,7 @@ from workers.bench.history_fleet import measure_fleet
 from workers.bench.history_report import ratios, targets
 from workers.bench.history_retention import retention_run
 from workers.bench.history_verify import verify
-from workers.bench.machine import describe_machine
+from workers.bench.machine import describe_machine, load_average
 from workers.store import StoreError, open_store
 from workers.store.postgres_schema import quote_ident
 
@@ -105,7 +105,8 @@ async def one_size(
     options: HistoryOptions, multiple: int, run_dir: Path, progress: Progress
 ) -> tuple[dict[str, Any], list[str]]:
     tasks = options.base * multiple
-    size: dict[str, Any] = {"multiple": multiple, "tasks": tasks}
+    # the machine's load before and after: on a shared machine, the figures' context
+    size: dict[str, Any] = {"multiple": multiple, "tasks": tasks, "load_average": load_average()}
     errors: list[str] = []
     async with scratch(options, run_dir, f"x{multiple}") as url:
         store = open_store(url, publishes=never_published)
@@ -149,6 +150,7 @@ async def one_size(
             )  # fmt: skip
             size["fleet"] = figures.as_json()
             errors += [f"{tasks} tasks: fleet: {e}" for e in figures.errors]
+    size["load_average_after"] = load_average()
     return size, errors
 
 
