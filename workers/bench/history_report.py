@@ -126,6 +126,10 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | " + " | ".join(cells) + f" | {'—' if ratio is None else f'{ratio}×'} |"
         )
+    loads = [s.get("load_average") for s in sizes]
+    if any(loads):
+        shown = ", ".join("—" if not load else f"{load[0]:.1f}" for load in loads)
+        lines.append(f"| load average (1 min) at the start | {shown} | |")
     met = history["targets"]["met"]
     lines.append("")
     lines.append(
