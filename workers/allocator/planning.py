@@ -22,7 +22,6 @@ side effects to one ``Plan``, which the handler appends in one transaction:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -39,7 +38,6 @@ from workers.allocator.leases import (
 )
 from workers.allocator.plan import Plan, next_version, resource_stream
 from workers.allocator.projection import ACTIVE, AgentView, OpenTask, Projection
-from workers.registry.state import stream_of as stream_of_agent
 from workers.tasks import placement
 
 __all__ = [
@@ -65,12 +63,14 @@ SET_ASIDE_S = 5.0  # a task whose placement raised is tried again after this lon
 
 
 def place(proj: Projection, now: datetime, plan: Plan) -> None:
-    load = {a.agent_id: len(a.inflight) for a in proj.agents.values()}
-    by_capability: dict[str, list[AgentView]] = defaultdict(list)
-    for agent in proj.agents.values():
-        if agent.status == "live" and stream_of_agent(agent.agent_id) not in proj.held:
-            for capability in agent.capabilities:
-                by_capability[capability].append(agent)
+    # only the candidates of each task's capability are looked at (the index), never the
+    # fleet; what this round places is counted here until its events come back
+    index = proj.candidates()
+    placed_now: dict[str, int] = defaultdict(int)
+
+    def load(agent: AgentView) -> int:
+        return len(agent.inflight) + placed_now[agent.agent_id]
+
     full: set[str] = set()  # capabilities with no free slot left: skip their tasks fast
     ready = sorted(
         (t for t in proj.tasks.values() if t.placeable),
@@ -93,18 +93,18 @@ def place(proj: Projection, now: datetime, plan: Plan) -> None:
                 f"{'is' if len(undeclared) == 1 else 'are'} not declared",
             )
             continue
-        able = by_capability.get(capability, ())
+        able = index.able_count(capability)
         if capability in full:
             _wait(proj, plan, task.task_id, _no_slot(capability, able))
             continue
-        candidates = [
+        free = [
             a
-            for a in able
-            if load[a.agent_id] < a.capacity
-            and proj.avoid.get((task.task_id, a.agent_id), now) <= now
+            for a in map(proj.agents.__getitem__, index.free_of(capability))
+            if load(a) < a.capacity
         ]
+        candidates = [a for a in free if proj.avoid.get((task.task_id, a.agent_id), now) <= now]
         if not candidates:
-            if not any(load[a.agent_id] < a.capacity for a in able):
+            if not free:
                 full.add(capability)
                 _wait(proj, plan, task.task_id, _no_slot(capability, able))
             else:
@@ -115,12 +115,10 @@ def place(proj: Projection, now: datetime, plan: Plan) -> None:
             # not all its resources can be held now: it waits, and keeps its turn
             _wait(proj, plan, task.task_id, f"every unit of {', '.join(map(repr, busy))} is held")
             continue
-        best = min(
-            candidates, key=lambda a: (load[a.agent_id] / a.capacity, load[a.agent_id], a.agent_id)
-        )
+        best = min(candidates, key=lambda a: (load(a) / a.capacity, load(a), a.agent_id))
         reason = (
             f"least loaded of {len(candidates)} agent{'s' if len(candidates) != 1 else ''} "
-            f"with {capability!r} ({load[best.agent_id]}/{best.capacity} busy)"
+            f"with {capability!r} ({load(best)}/{best.capacity} busy)"
         )
         if resources:
             reason += f", holding {', '.join(resources)}"
@@ -133,14 +131,13 @@ def place(proj: Projection, now: datetime, plan: Plan) -> None:
             continue
         if placed:
             proj.waits.pop(task.task_id, None)
-            load[best.agent_id] += 1
+            placed_now[best.agent_id] += 1
 
 
-def _no_slot(capability: str, able: Sequence[AgentView]) -> str:
+def _no_slot(capability: str, able: int) -> str:
     if not able:
         return f"no live agent with {capability!r}"
-    n = len(able)
-    return f"no free slot on the {n} live agent{'s' if n != 1 else ''} with {capability!r}"
+    return f"no free slot on the {able} live agent{'s' if able != 1 else ''} with {capability!r}"
 
 
 def _declared(proj: Projection, plan: Plan, name: str) -> bool:

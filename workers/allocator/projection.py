@@ -34,6 +34,7 @@ from contracts import (
     TaskRequeued,
     TaskSubmitted,
 )
+from workers.allocator.candidates import CandidateIndex
 from workers.allocator.holds import Held, held_changed
 from workers.registry import state as agents
 from workers.runtime.messages import load_event
@@ -125,6 +126,38 @@ class Projection:
     # streams stopped at an event this code cannot decode, by stream name
     held: dict[str, Held] = field(default_factory=dict)
     held_tasks: dict[UUID, OpenTask] = field(default_factory=dict)  # the tasks of held streams
+    # who may take a task of each capability, kept as agents and their work change; not
+    # in a snapshot: rebuilt once when ``agents``/``held`` are replaced wholesale (restore)
+    _index: CandidateIndex = field(default_factory=CandidateIndex, repr=False, compare=False)
+    _indexed: tuple[object, object] | None = field(default=None, repr=False, compare=False)
+
+    def candidates(self) -> CandidateIndex:
+        """The candidate index, in step with ``agents`` and ``held``."""
+        if (
+            self._indexed is None
+            or self._indexed[0] is not self.agents
+            or (self._indexed[1] is not self.held)
+        ):
+            self._index = CandidateIndex()
+            self._indexed = (self.agents, self.held)
+            for agent_id in self.agents:
+                self._touch(agent_id)
+        return self._index
+
+    def _touch(self, agent_id: str) -> None:
+        """Something placement reads of this agent changed: re-file it (if indexed yet)."""
+        if self._indexed is None:
+            return  # built on first use, from the whole view
+        view = self.agents.get(agent_id)
+        if view is None:
+            self._index.update(agent_id, (), placeable=False, has_slot=False)
+            return
+        self._index.update(
+            agent_id,
+            view.capabilities,
+            placeable=view.status == "live" and agents.stream_of(agent_id) not in self.held,
+            has_slot=len(view.inflight) < view.capacity,
+        )
 
     def resource(self, name: str) -> ResourceView:
         view = self.resources.get(name)
@@ -161,6 +194,7 @@ class Projection:
         if agent_id is not None:
             view = self.agent(agent_id)
             view.state = agents.evolve(view.state, load_event(record))
+            self._touch(agent_id)
         elif stream.startswith(RESOURCE_PREFIX):
             self._resource(load_event(record), record.version)
 
@@ -174,6 +208,9 @@ class Projection:
             self.held_tasks[open_task.task_id] = open_task
             self.waits.pop(open_task.task_id, None)
             self.set_aside.pop(open_task.task_id, None)
+        agent_id = agents.agent_of(record.stream)
+        if agent_id is not None:
+            self._touch(agent_id)  # held: no new work for it
         held_changed(self, held, "held")
 
     def _while_held(self, record: RecordedEvent) -> None:
@@ -206,6 +243,8 @@ class Projection:
         for record in records:
             if record.position <= self.position:
                 self._route(record)
+        if agent_id is not None:
+            self._touch(agent_id)
         held_changed(self, held, "resumed")
 
     # ---- tasks ----
@@ -244,13 +283,16 @@ class Projection:
         held_after = after.agent_id if after.state in ACTIVE else None
         if held_before is not None and held_before != held_after:
             self.agent(held_before).inflight.discard(task_id)
+            self._touch(held_before)
         if held_after is not None:
             self.agent(held_after).inflight.add(task_id)
+            self._touch(held_after)
 
     def _release_agent(self, open_task: OpenTask) -> None:
         task = open_task.task
         if task.agent_id is not None and task.state in ACTIVE:
             self.agent(task.agent_id).inflight.discard(task.task_id)
+            self._touch(task.agent_id)
 
     def _forget(self, open_task: OpenTask) -> None:
         task = open_task.task
