@@ -8,6 +8,7 @@ import time
 
 from pydantic import JsonValue
 
+from broker.access import NotProvisionable
 from broker.inspect import queue_depths
 from broker.publisher import Outgoing
 from contracts import (
@@ -23,8 +24,16 @@ from contracts import (
     TaskStarted,
     TaskSucceeded,
 )
-from workers.cli.provision import CannotRun, ProvisionError, Rabbitmqctl, Step, provision
+from workers.cli.provision import (
+    CannotRun,
+    Provisioned,
+    ProvisionError,
+    Rabbitmqctl,
+    Step,
+    provision,
+)
 from workers.conformance.context import Ctx, Launched, Skipped
+from workers.conformance.fleet import Fleet
 from workers.conformance.history import Unmet, has, of, single_end, summary
 
 STALE_RESULT: JsonValue = {"stale": "a report with an old fencing token"}
@@ -149,12 +158,22 @@ async def drain(ctx: Ctx) -> str:
     return "both running tasks succeeded at attempt 1, then draining, left, exited"
 
 
+def start_provisioning(fleet: Fleet) -> asyncio.Task[tuple[str, Provisioned]]:
+    """Provision the user ahead (rabbitmqctl takes seconds a call), while other scenarios run."""
+    agent_id = fleet.new_agent_id("prov")
+
+    async def made() -> tuple[str, Provisioned]:
+        return agent_id, await provision(agent_id, settings=fleet.settings)
+
+    return asyncio.create_task(made(), name="conformance-provision")
+
+
 async def provisioned(ctx: Ctx) -> str:
     fleet = ctx.fleet
-    agent_id = fleet.new_agent_id("prov")
+    ahead = fleet.provisioning or start_provisioning(fleet)
     try:
-        made = await provision(agent_id, settings=fleet.settings)
-    except (ProvisionError, CannotRun) as exc:
+        agent_id, made = await ahead
+    except (ProvisionError, CannotRun, NotProvisionable) as exc:
         raise Skipped(f"cannot provision a broker user here: {exc}") from None
     if not made.applied:
         raise Skipped(f"cannot provision a broker user here: {made.not_applied_because}")
@@ -163,8 +182,10 @@ async def provisioned(ctx: Ctx) -> str:
     finally:
         for launched in ctx.launched:
             launched.process.kill()
-        ctl = Rabbitmqctl()
-        await ctl.apply(Step(("delete_user", made.grant.user)))
+        # removed while the fleet stops; fleet.close() waits for it
+        fleet.cleanups.append(
+            asyncio.create_task(Rabbitmqctl().apply(Step(("delete_user", made.grant.user))))
+        )
 
 
 async def _as_provisioned(ctx: Ctx, agent_id: str, url: str) -> str:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
@@ -94,6 +95,9 @@ class Fleet:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     agents: list[AgentProcess] = field(default_factory=list)
     proxies: list[FaultProxy] = field(default_factory=list)
+    # work started ahead (a provisioned user) and clean-ups to finish before closing
+    provisioning: asyncio.Task[Any] | None = None
+    cleanups: list[asyncio.Task[Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"rally-{self.namespace}-"))
@@ -161,6 +165,11 @@ class Fleet:
         with contextlib.suppress(Exception):
             await self.client.close()
         stop_processes(self.workers, 15.0)
+        if self.provisioning is not None and not self.provisioning.done():
+            self.provisioning.cancel()
+        await asyncio.gather(
+            *self.cleanups, *filter(None, [self.provisioning]), return_exceptions=True
+        )
         with contextlib.suppress(Exception):
             await self.store.close()
         with contextlib.suppress(Exception):

@@ -77,6 +77,8 @@ async def run_scenarios(
     verdicts: list[Verdict] = []
     try:
         await fleet.start()
+        if "provisioned" in names:
+            fleet.provisioning = faults.start_provisioning(fleet)
         for name in names:
             verdict = await _one(fleet, name, timeout_s)
             verdicts.append(verdict)
