@@ -85,6 +85,7 @@ class Allocator:
         self._lock = asyncio.Lock()
         self._follower: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # the store has news (an event's wake-up): decide again
+        self._last_heard = 0.0  # loop time of the last delivery from the broker
         self._decider: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -119,6 +120,7 @@ class Allocator:
 
     async def on_batch(self, batch: Sequence[Incoming[Any]]) -> Mapping[int, BaseException]:
         """Decide over the batch; answers the items that failed, each alone (index -> error)."""
+        self._last_heard = asyncio.get_running_loop().time()
         commands: list[LeaseCommand] = []
         where: list[int] = []  # the batch index of each command
         failures: dict[int, BaseException] = {}
@@ -145,6 +147,7 @@ class Allocator:
         Wake-ups are acked as they come, so they coalesce: however many arrive during a
         decision, one more decision follows, and a failed one is tried again.
         """
+        self._last_heard = asyncio.get_running_loop().time()
         self._changed.set()
 
     async def _decide_on_news(self) -> None:
@@ -153,6 +156,10 @@ class Allocator:
             self._changed.clear()
             try:
                 await self.run([])
+            except Retry as exc:  # another replica holds the placement lease (for now)
+                log.info("allocator.decision_deferred", why=exc.reason)
+                self._changed.set()
+                await asyncio.sleep(0.5)
             except Exception:  # the store is down or a round lost its races: try again
                 log.exception("allocator.decision_failed")
                 self._changed.set()
@@ -278,6 +285,7 @@ class Allocator:
             held = await self.lease.take(TAKEOVER_WAIT_S)
         if not held:
             self.active = False
+            await self.lease.want()
             raise Retry("another allocator replica holds the placement lease", after=1.0)
 
     async def release(self) -> None:
@@ -303,6 +311,11 @@ class Allocator:
         if self.lease.due() and not await self.lease.try_take():
             log.warning("allocator.lease_lost", replica=self.replica)
             self.active = False
+            return
+        idle = asyncio.get_running_loop().time() - self._last_heard
+        if idle > placement_lease.IDLE_S and await self.lease.wanted_by_another():
+            log.info("allocator.lease_handed_over", replica=self.replica, idle_s=round(idle, 2))
+            await self.release()
             return
         if self.keeper.snapshot_due() or self.view.held:
             async with self._lock:

@@ -27,6 +27,13 @@ TTL_S = 0.75
 RENEW_S = 0.15  # the active replica renews this often (five renewals per TTL)
 POLL_S = 0.05  # a replica waiting for the lease tries this often
 MARGIN_S = 0.2  # a lease with less left than this is not trusted for an append
+# A replica the broker turned to, refused the lease, says so under this second name; a
+# holder that has heard nothing from the broker meanwhile is no longer its active consumer
+# (a connection moved to another node, say) and lets the lease go instead of renewing it
+# for ever while the one receiving the messages cannot place.
+WANTED = "allocator-wanted"
+WANTED_TTL_S = 3.0
+IDLE_S = 1.0  # heard nothing from the broker for this long: the broker may have moved on
 
 Acquire = Callable[[str, str, float], Awaitable[bool]]
 
@@ -73,6 +80,19 @@ class PlacementLease:
             if _now() >= deadline:
                 return False
             await asyncio.sleep(POLL_S)
+
+    async def want(self) -> None:
+        """Say that this replica, which the broker turned to, is waiting for the lease."""
+        if self._acquire is not None:
+            with contextlib.suppress(Exception):
+                await self._acquire(WANTED, self.owner, WANTED_TTL_S)
+
+    async def wanted_by_another(self) -> bool:
+        """Whether another replica said it wants the lease (within WANTED_TTL_S)."""
+        if self._acquire is None:
+            return False
+        # taking the marker for an instant succeeds only when nobody else holds it
+        return not await self._acquire(WANTED, self.owner, 0.001)
 
     async def release(self) -> None:
         self._until = 0.0
