@@ -27,8 +27,8 @@ from broker.declare import declare_topology, delete_namespace
 from broker.settings import BrokerSettings
 from tests.conftest import known_queues
 from tests.support.harness import Harness
-from tests.support.proxy import FaultProxy
 from tests.support.services import PrivatePostgres, PrivateRabbit, ServiceUnavailable
+from workers.conformance.proxy import FaultProxy
 
 RESULTS = pytest.StashKey[list[tuple[str, dict[str, Any]]]]()
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.harness import AGENTS, Harness
-from tests.support.proxy import FaultProxy
+from workers.conformance.proxy import FaultProxy
 
 # a fleet, a fault and a drain: more than the default 120 s when the machine is busy
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(240)]

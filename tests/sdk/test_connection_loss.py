@@ -17,7 +17,7 @@ from contracts import AssignTask
 from sdk import Agent, Task
 from tests.sdk.conftest import MakeAgent, Notify
 from tests.sdk.standin import Observer, task_of
-from tests.support.proxy import FaultProxy
+from workers.conformance.proxy import FaultProxy
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
