@@ -8,6 +8,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from broker.connection import BrokerConnection
 from broker.errors import TopologyError
 from broker.placement import placed_arguments
+from broker.queue_type import kept_type
 from broker.topology import ExchangeKind, QueueSpec, Topology
 
 _KINDS = {
@@ -72,9 +73,9 @@ async def _declare(
     conn: BrokerConnection,
 ) -> AbstractQueue:
     if spec.dead_letter:
-        dlq = await channel.declare_queue(
-            spec.dlq, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        earlier = topology.dlq_arguments(spec, spec.earlier_type) if spec.earlier_type else None
+        dlq_args = await kept_type(conn, spec.dlq, topology.dlq_arguments(spec), earlier)
+        dlq = await channel.declare_queue(spec.dlq, durable=True, arguments=dlq_args)
         await dlq.bind(topology.dlx, routing_key=spec.name)
     if spec.classic_exclusive:
         queue = await channel.declare_queue(
@@ -85,10 +86,15 @@ async def _declare(
             arguments=topology.queue_arguments(spec, delivery_limit) or None,
         )
     else:
-        # a queue that exists keeps the replicas and leader it was created with
-        arguments = await placed_arguments(
-            conn, spec.name, topology.queue_arguments(spec, delivery_limit)
+        # a queue that exists keeps its type, and the replicas and leader it was created with
+        arguments = await kept_type(
+            conn,
+            spec.name,
+            topology.queue_arguments(spec, delivery_limit),
+            topology.earlier_arguments(spec, delivery_limit),
         )
+        if arguments.get("x-queue-type") == "quorum":
+            arguments = await placed_arguments(conn, spec.name, arguments)
         queue = await channel.declare_queue(spec.name, durable=True, arguments=arguments)
     for exchange, key in spec.bindings:
         await queue.bind(exchange, routing_key=key)

@@ -17,7 +17,9 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
                        + events ALLOCATOR_EVENT_KEYS  single active consumer
       ns.dashboard.<id> commands registry.Heartbeat   a dashboard's tap: exclusive,
                                                       no acks, bounded, drops oldest
-      ns.inbox.<id>    inbox <id>                     one per agent, expires unused
+      ns.inbox.<id>    inbox <id>                     one per agent, expires unused;
+                                                      classic v2 (an earlier release's
+                                                      quorum inbox is kept as it is)
       ns.delay.<tier>  retry <tier>.#                 message TTL = tier, then back to work
       <queue>.dlq      dlx <queue>                    the dead letters of each work queue
       ns.clients.dlq   dlx ns.clients.dlq             dead letters of clients' private inboxes
@@ -59,6 +61,8 @@ DASHBOARD_TAP_MAX_LENGTH = 10_000
 # A retry waits in the smallest tier at least as long as its delay; long delays hop tiers.
 DELAY_TIERS_MS: tuple[int, ...] = (100, 500, 2_000, 10_000, 60_000)
 INBOX_EXPIRES_MS = 24 * 3600 * 1000
+# durable classic queues, version 2: messages on disk, an index per queue, no Raft group
+CLASSIC: dict[str, Any] = {"x-queue-type": "classic", "x-queue-version": 2}
 
 
 class ExchangeKind(StrEnum):
@@ -84,6 +88,10 @@ class QueueSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     # bindings an earlier release declared and this one removes at declare (rolling upgrades)
     retired: tuple[tuple[str, str], ...] = ()
+    # "classic" (durable, version 2) or "quorum"; a queue's type cannot change on redeclare, so
+    # one an earlier release created as ``earlier_type`` keeps that type (and its arguments)
+    queue_type: str = "quorum"
+    earlier_type: str | None = None
 
     @property
     def dlq(self) -> str:
@@ -250,6 +258,10 @@ class Topology:
             f"{self.namespace}.inbox.{recipient}",
             ((self.inbox, recipient),),
             expires_ms=INBOX_EXPIRES_MS,
+            # one per agent: a quorum queue is a Raft group with its own WAL and segment
+            # handles, which 10,000 agents cannot afford on one broker (docs/protocol.md)
+            queue_type="classic",
+            earlier_type="quorum",
         )
 
     def client_queue(self, client_id: str) -> QueueSpec:
@@ -277,9 +289,23 @@ class Topology:
     def retry_routing_key(self, tier_ms: int, queue: str) -> str:
         return f"{tier_name(tier_ms)}.{queue}"
 
+    def earlier_arguments(self, spec: QueueSpec, delivery_limit: int) -> dict[str, Any] | None:
+        """What an earlier release declared ``spec`` with, if of another type; else None."""
+        if spec.earlier_type is None or spec.earlier_type == spec.queue_type:
+            return None
+        return self.queue_arguments(replace(spec, queue_type=spec.earlier_type), delivery_limit)
+
+    def dlq_arguments(self, spec: QueueSpec, queue_type: str | None = None) -> dict[str, Any]:
+        """A dead-letter queue is of its work queue's type (or ``queue_type``)."""
+        if (queue_type or spec.queue_type) == "classic":
+            return dict(CLASSIC)
+        return {"x-queue-type": "quorum"}
+
     def queue_arguments(self, spec: QueueSpec, delivery_limit: int) -> dict[str, Any]:
         if spec.classic_exclusive:
             return dict(spec.extra)
+        if spec.queue_type == "classic":
+            return self._classic_arguments(spec)
         args: dict[str, Any] = {"x-queue-type": "quorum"}
         if self.quorum_size is not None:
             args["x-quorum-initial-group-size"] = self.quorum_size
@@ -310,3 +336,13 @@ class Topology:
             args["x-expires"] = spec.expires_ms
         args.update(spec.extra)
         return args
+
+    def _classic_arguments(self, spec: QueueSpec) -> dict[str, Any]:
+        # no x-delivery-limit nor at-least-once dead-lettering: quorum queues' alone
+        args: dict[str, Any] = dict(CLASSIC)
+        if spec.dead_letter:
+            args |= {"x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": spec.name}
+            args["x-overflow"] = "reject-publish"
+        if spec.expires_ms is not None:
+            args["x-expires"] = spec.expires_ms
+        return args | spec.extra
