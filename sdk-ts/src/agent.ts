@@ -31,6 +31,8 @@ export interface AgentOptions {
   declare?: boolean;
   /** How long a drain waits for running tasks before reporting them failed (AgentStopped). */
   drainTimeoutS?: number;
+  /** How long a drain waits for the last reports' and the goodbye's confirms (default 60 s). */
+  flushTimeoutS?: number;
   /** Broker users whose notices the inbox takes (default RALLY_SERVICE_USERS and our own user). */
   serviceUsers?: Iterable<string>;
   settings?: Partial<Settings>;
@@ -264,8 +266,17 @@ export class Agent {
     }
     this.book?.close();
     clearInterval(this.heartbeat); // no heartbeat may follow the goodbye and bring the agent back
-    await sender.flush();
-    await sender.deliver(sender.wrap("DeregisterAgent", { agent_id: this.agentId, drain: false }));
+    const flushed = (async () => {
+      await sender.flush();
+      await sender.deliver(sender.wrap("DeregisterAgent", { agent_id: this.agentId, drain: false }));
+    })().then(() => true, () => false);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), (this.options.flushTimeoutS ?? 60) * 1000)));
+    if (!(await Promise.race([flushed, timedOut]))) {
+      this.log("error", "sdk.agent_left_unconfirmed", { pending: sender.pendingCount });
+      sender.cancelAll();
+    }
+    clearTimeout(timer);
     await transport.stopConsumers();
     await transport.close();
     this.log("info", "sdk.agent_stopped", {});
