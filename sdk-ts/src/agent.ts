@@ -15,10 +15,10 @@ import { Execution, type Handler } from "./execution";
 import { handleDelivery, type Incoming } from "./inbox";
 import { type Lease, LeaseBook } from "./lease";
 import { describeError, jsonLogger, type Logger } from "./log";
-import { type AssignTask, type Envelope, inboxArguments, type LeaseAcquired, type LeaseLost, Names, type StopTask } from "./protocol";
+import { type AssignTask, CLASSIC_ARGUMENTS, earlierInboxArguments, type Envelope, inboxArguments, type LeaseAcquired, type LeaseLost, Names, type StopTask } from "./protocol";
 import { ReliableSender } from "./sender";
 import { brokerUser, serviceUsers, settingsFromEnv, type Settings } from "./settings";
-import { Transport } from "./transport";
+import { type Probe, Transport } from "./transport";
 
 export interface AgentOptions {
   capacity?: number;
@@ -100,7 +100,7 @@ export class Agent {
     const ownUser = this.user === this.agentId;
     const declare = this.options.declare ?? !ownUser;
     await transport.consume(
-      (channel) => this.setupInbox(channel, declare),
+      (channel, probe) => this.setupInbox(channel, probe, declare),
       (msg, channel) => {
         this.stats.deliveries++;
         if (msg.properties.contentType === BUNDLE_CONTENT_TYPE) this.stats.bundles++;
@@ -160,17 +160,20 @@ export class Agent {
     };
   }
 
-  private async setupInbox(channel: amqp.Channel, declare: boolean): Promise<string> {
+  private async setupInbox(channel: amqp.Channel, probe: Probe, declare: boolean): Promise<string> {
     const inbox = this.names.inboxQueue(this.agentId);
     if (!declare) {
       await channel.checkQueue(inbox); // declared at provisioning; we may not declare anything
       return inbox;
     }
-    await channel.assertQueue(inbox, { durable: true, arguments: inboxArguments(this.names, this.agentId) });
+    const dlq = `${inbox}.dlq`;
+    const inboxArgs = await typed(probe, inbox, inboxArguments(this.names, this.agentId), earlierInboxArguments(this.names, this.agentId));
+    await channel.assertQueue(inbox, { durable: true, arguments: inboxArgs });
     await channel.bindQueue(inbox, this.names.inbox, this.agentId);
     await channel.bindQueue(inbox, this.names.requeue, `*.${inbox}`);
-    await channel.assertQueue(`${inbox}.dlq`, { durable: true, arguments: { "x-queue-type": "quorum" } });
-    await channel.bindQueue(`${inbox}.dlq`, this.names.dlx, inbox);
+    const dlqArgs = await typed(probe, dlq, { ...CLASSIC_ARGUMENTS }, { "x-queue-type": "quorum" });
+    await channel.assertQueue(dlq, { durable: true, arguments: dlqArgs });
+    await channel.bindQueue(dlq, this.names.dlx, inbox);
     return inbox;
   }
 
@@ -281,4 +284,23 @@ export class Agent {
     await transport.close();
     this.log("info", "sdk.agent_stopped", {});
   }
+}
+
+/**
+ * The arguments a queue is declared with: classic v2, or the quorum ones of an earlier
+ * release when the broker says it already exists as a quorum queue (its type cannot change).
+ */
+async function typed(probe: Probe, queue: string, classic: Record<string, unknown>, quorum: Record<string, unknown>): Promise<Record<string, unknown>> {
+  // the broker names the first argument that differs, not always the type: ask by declaring
+  const takes = (args: Record<string, unknown>): Promise<boolean> =>
+    probe((ch) => ch.assertQueue(queue, { durable: true, arguments: args })).then(
+      () => true,
+      (err: unknown) => {
+        if (/PRECONDITION_FAILED/.test(String(err))) return false;
+        throw err;
+      },
+    );
+  if (await takes(classic)) return classic;
+  // anything else differing is left for the real declare to fail on, in the broker's words
+  return (await takes(quorum)) ? quorum : classic;
 }

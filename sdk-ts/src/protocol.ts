@@ -151,8 +151,22 @@ export class Names {
 export const INBOX_EXPIRES_MS = 24 * 3600 * 1000;
 export const INBOX_DELIVERY_LIMIT = 10;
 
+/** The arguments of a durable classic v2 queue, as docs/protocol.md lists them for an inbox and its DLQ. */
+export const CLASSIC_ARGUMENTS = { "x-queue-type": "classic", "x-queue-version": 2 } as const;
+
 /** The inbox's arguments, exactly as docs/protocol.md lists them (any other set fails). */
 export function inboxArguments(names: Names, agentId: string): Record<string, unknown> {
+  return {
+    ...CLASSIC_ARGUMENTS,
+    "x-dead-letter-exchange": names.dlx,
+    "x-dead-letter-routing-key": names.inboxQueue(agentId),
+    "x-overflow": "reject-publish",
+    "x-expires": INBOX_EXPIRES_MS,
+  };
+}
+
+/** An inbox an earlier release created as a quorum queue keeps these (a queue's type cannot change). */
+export function earlierInboxArguments(names: Names, agentId: string): Record<string, unknown> {
   return {
     "x-queue-type": "quorum",
     "x-delivery-limit": INBOX_DELIVERY_LIMIT,

@@ -18,7 +18,9 @@ export interface PublishOptions {
   timeoutMs?: number;
 }
 
-export type ConsumeSetup = (channel: amqp.Channel) => Promise<string>;
+/** Runs `fn` on a channel of its own (a failed declare closes its channel, not the consumer's). */
+export type Probe = <T>(fn: (channel: amqp.Channel) => Promise<T>) => Promise<T>;
+export type ConsumeSetup = (channel: amqp.Channel, probe: Probe) => Promise<string>;
 export type OnMessage = (message: amqp.ConsumeMessage, channel: amqp.Channel) => Promise<void> | void;
 
 interface ConsumerSpec {
@@ -159,7 +161,16 @@ export class Transport {
         model.close().catch(() => undefined);
       }
     });
-    const queue = await spec.setup(channel);
+    const probe: Probe = async (fn) => {
+      const side = await model.createChannel();
+      side.on("error", () => undefined);
+      try {
+        return await fn(side);
+      } finally {
+        await side.close().catch(() => undefined);
+      }
+    };
+    const queue = await spec.setup(channel, probe);
     await channel.prefetch(spec.prefetch);
     const reply = await channel.consume(
       queue,

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Agent, Client, TaskCancelledError, TaskError, type Task, wrap } from "../src";
+import { earlierInboxArguments, Names } from "../src/protocol";
 import { sleep } from "../src/transport";
 import { AMQP_URL, eventually, Fleet, Proxy, withChannel } from "./fleet";
 
@@ -180,4 +181,15 @@ test("a connection dropped mid-task comes back: the inbox is consumed again and 
   } finally {
     await proxy.close();
   }
+});
+
+test("an inbox an earlier release created as a quorum queue is taken as it is", async () => {
+  const agent = newAgent("upgraded");
+  await withChannel((ch) =>
+    ch.assertQueue(`${fleet.namespace}.inbox.${agent.agentId}`, { durable: true, arguments: earlierInboxArguments(new Names(fleet.namespace), agent.agentId) }),
+  );
+  agent.capability("upgraded", async () => "still served");
+  await agent.start();
+  assert.equal(await client.submit("upgraded", {}).result({ timeoutS: 30 }), "still served");
+  await agent.stop();
 });
