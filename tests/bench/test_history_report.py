@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.bench.history_report import FIGURES, format_table, ratios, targets
+from workers.bench.history_retention import RetentionRun
 
 
 def _size(tasks: int, seconds: float, tasks_per_s: float, failover_s: float) -> dict[str, Any]:
@@ -68,3 +69,17 @@ def test_targets_met_and_table() -> None:
 
 def test_one_size_has_no_ratios() -> None:
     assert all(v is None for v in ratios([_size(10, 1.0, 1.0, 1.0)]).values())
+
+
+def test_retention_is_judged_only_when_deleting_can_begin_in_time() -> None:
+    samples = [
+        {"t_s": float(t), "bytes": 1000.0 + t, "events": 0.0, "tasks": 0.0} for t in range(9)
+    ]
+    short = RetentionRun("30s", True, 180.0, 40.0, effective_s=30.0, samples=samples)
+    assert short.as_json()["flat"] is True
+    assert short.as_json()["not_measurable"] is None
+    raised = RetentionRun("30s", True, 180.0, 40.0, effective_s=2100.0, samples=samples)
+    assert raised.as_json()["flat"] is None  # 35 min cannot pass in a 3-minute run
+    assert "2100 s" in raised.as_json()["not_measurable"]
+    none = RetentionRun("30s", False, 180.0, 40.0, effective_s=None, samples=samples)
+    assert none.as_json()["flat"] is None

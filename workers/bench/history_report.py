@@ -146,6 +146,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"release: {retention['setting_found']}): MB over time {mb}, "
             f"end/third {retention['growth_end_over_third']}"
         )
+        if retention.get("not_measurable"):
+            lines.append(f"retention not measurable: {retention['not_measurable']}")
     for error in history["errors"]:
         lines.append(f"error: {error}")
     return "\n".join(lines)
