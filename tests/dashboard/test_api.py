@@ -14,7 +14,7 @@ import pytest
 
 from broker.settings import BrokerSettings
 from contracts import AgentJoined, Event, TaskAssigned, TaskStarted, TaskSubmitted, TaskSucceeded
-from tests.dlq.factories import make_letter
+from tests.support.dead_letters import make_letter
 from workers.dashboard.service import Dashboard, DashboardConfig
 from workers.dlq.archive import open_archive
 from workers.runtime.messages import new_event

@@ -22,7 +22,7 @@ from broker.inspect import QueueStats
 from broker.topology import Topology
 from contracts import ResourceDeclared
 from tests.dashboard.history import T0, History, HistoryStore
-from tests.dlq.factories import make_letter
+from tests.support.dead_letters import make_letter
 from workers.dashboard import data
 from workers.dashboard.fleet import SCHEMA, AgentLine, EndedSince, FleetView, read_view
 from workers.dashboard.heartbeats import HeartbeatBook

@@ -10,12 +10,11 @@ from datetime import timedelta
 import pytest
 from rich.console import Console
 
+from tests.support.dead_letters import T0, make_letter
 from workers.cli import dlq_cmd
 from workers.cli.main import build_parser
 from workers.dlq.archive import AmbiguousId, DeadLetterArchive, NotFound, open_archive
 from workers.dlq.model import Query, ReplayRecord
-
-from .factories import T0, make_letter
 
 
 async def test_a_letter_is_kept_whole(archive: DeadLetterArchive) -> None:

@@ -15,8 +15,8 @@ from broker.consumer import Consumer
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
 from broker.topology import QueueSpec
-from tests.observability.conftest import local_scrape
 from tests.support.amqp import eventually, publish_bytes
+from tests.support.scrape import local_scrape
 
 pytestmark = pytest.mark.broker
 

@@ -24,8 +24,8 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.settings import BrokerSettings
 from sdk import Agent, Client, Task
-from tests.observability.conftest import Scrape
 from tests.support.amqp import publish_bytes
+from tests.support.scrape import Scrape
 
 pytestmark = pytest.mark.broker
 

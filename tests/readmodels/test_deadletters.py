@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.dlq.factories import make_letter
+from tests.support.dead_letters import make_letter
 from workers.dlq.archive import open_archive
 from workers.dlq.model import Query
 from workers.dlq.views import dead_letter_counts

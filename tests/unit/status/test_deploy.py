@@ -19,12 +19,12 @@ import yaml
 from broker.inspect import MANAGEMENT_URL_ENV
 from broker.settings import BrokerSettings
 from broker.topology import Topology
+from tests.support.paths import ROOT
 from workers.cli.main import build_parser
 from workers.runtime.settings import WORKERS, WorkerSettings
 from workers.scaling import SINGLE_ACTIVE_REPLICAS
 from workers.store import STORE_URL_ENV
 
-ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCALED_OBJECT = ROOT / "deploy" / "keda" / "scaledobject.yaml"

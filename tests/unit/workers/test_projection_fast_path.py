@@ -20,8 +20,8 @@ from contracts import (
     TaskSubmitted,
     TaskSucceeded,
 )
-from tests.workers.test_allocator_planning import NOW as FEED_NOW
-from tests.workers.test_allocator_planning import Feed
+from tests.unit.workers.test_allocator_planning import NOW as FEED_NOW
+from tests.unit.workers.test_allocator_planning import Feed
 from workers.allocator.projection import Projection
 from workers.store import RecordedEvent
 from workers.tasks.state import fold

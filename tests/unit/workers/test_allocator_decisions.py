@@ -18,7 +18,7 @@ from contracts import (
     TaskFailed,
     TaskSubmitted,
 )
-from tests.workers.test_allocator_planning import NOW, Feed, assignments
+from tests.unit.workers.test_allocator_planning import NOW, Feed, assignments
 from workers.allocator.planning import (
     Plan,
     grant_waiters,

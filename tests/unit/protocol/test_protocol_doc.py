@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 from broker.topology import Topology
 from contracts import all_types, encode_bundle
 from contracts import headers as h
 from contracts.bundle import BundleMember
 from contracts.schema import message_annotations
+from tests.support.paths import ROOT
 
-DOC = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+DOC = (ROOT / "docs" / "protocol.md").read_text()
 
 
 def table_first_cells() -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 from broker import metrics
 from broker.metrics import ConsumerMetrics, ScrapeGauges
 from contracts import TaskAssigned
-from tests.observability.conftest import local_scrape
+from tests.support.scrape import local_scrape
 from workers.cli.worker_cmd import commands
 from workers.runtime import metrics as runtime_metrics
 from workers.runtime.metrics import PlacementMetrics, TimedStore

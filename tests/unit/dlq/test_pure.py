@@ -12,13 +12,12 @@ import pytest
 import contracts as c
 from broker import headers as h
 from broker.topology import Topology
+from tests.support.dead_letters import T0, make_letter
 from workers.dlq.explain import explain
 from workers.dlq.model import DeadLetter
 from workers.dlq.parse import REPLAY_OF, RawDeadLetter, jsonable, parse
 from workers.dlq.replay_plan import plan, replay_headers
 from workers.dlq.views import parse_since
-
-from .factories import T0, make_letter
 
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
 TOPOLOGY = Topology("rally")
