@@ -128,7 +128,7 @@ def format_table(report: dict[str, Any]) -> str:
         )
     loads = [s.get("load_average") for s in sizes]
     if any(loads):
-        shown = ", ".join("—" if not load else f"{load[0]:.1f}" for load in loads)
+        shown = " | ".join("—" if not load else f"{load[0]:.1f}" for load in loads)
         lines.append(f"| load average (1 min) at the start | {shown} | |")
     met = history["targets"]["met"]
     lines.append("")
