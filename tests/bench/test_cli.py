@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.store.conftest import pg_server_url  # noqa: F401 - the fixture, reused
+from tests.support.fixtures.store import pg_server_url  # noqa: F401 - the fixture, reused
 
 pytestmark = [pytest.mark.broker, pytest.mark.postgres, pytest.mark.slow]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.store.conftest import pg_server_url, pg_url  # noqa: F401 - the fixtures, reused
+from tests.support.fixtures.store import pg_server_url, pg_url  # noqa: F401 - the fixtures, reused
 from workers.bench.history_build import HistoryShape, build_history, never_published
 from workers.bench.history_verify import verify
 from workers.store import open_store

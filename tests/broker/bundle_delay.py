@@ -27,8 +27,8 @@ from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
 from broker.settings import BrokerSettings
 from contracts import BUNDLE_CONTENT_TYPE, BundleMember, Envelope, SubmitTask, encode, encode_bundle
-from tests.conftest import known_queues
 from tests.support.amqp import publish_bytes
+from tests.support.fixtures.broker import known_queues
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
 from broker.settings import BrokerSettings
-from tests.conftest import known_queues
 from tests.support.cluster import PrivateCluster
+from tests.support.fixtures.broker import known_queues
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 

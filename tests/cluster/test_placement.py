@@ -14,7 +14,7 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.declare import declare_queue, declare_topology, delete_namespace
 from broker.settings import BrokerSettings
-from tests.conftest import known_queues
+from tests.support.fixtures.broker import known_queues
 
 pytestmark = pytest.mark.broker
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,23 +17,12 @@ from aiohttp import web
 from broker.connection import BrokerConnection
 from broker.settings import BrokerSettings
 from sdk import Agent, Client, Task
-from tests.store.conftest import (  # noqa: F401  (fixtures: both stores, for the read models)
-    any_store_url,
-    pg_server_url,
-    pg_url,
-    sqlite_url,
-)
 from workers.dashboard.server import build_app, serve
 from workers.dashboard.service import Dashboard, DashboardConfig
 from workers.runtime.services import Running, run_services
 from workers.runtime.settings import WorkerSettings
 
 REFRESH_S = 0.3
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/rally.db"
 
 
 @pytest.fixture

@@ -1,8 +1,7 @@
-"""Dead-letter fixtures: an archive per test on SQLite (a temp file) and PostgreSQL (a schema).
+"""Dead-letter fixtures: a real work queue and consumer, the mover, its archive, `rally dlq`.
 
-PostgreSQL is the store tests' fixture (``tests/store/conftest.py``): ``RALLY_TEST_PG_URL``
-(default: the local server), else a testcontainers PostgreSQL where Docker answers, else
-the PostgreSQL cases are skipped, saying why.
+The archive and the event store share the SQLite file of ``store_url``
+(``tests/support/fixtures/store.py``), as in production.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,38 +21,12 @@ from broker.publisher import Publisher
 from broker.router import Router
 from broker.settings import BrokerSettings
 from broker.topology import QueueSpec
-
-# PostgreSQL: a schema of its own per test, the one fixture the store tests use too
-from tests.store.conftest import pg_server_url, pg_url  # noqa: F401 - fixtures reused
 from workers.cli import dlq_cmd
 from workers.cli.main import build_parser
 from workers.dlq.archive import DeadLetterArchive, open_archive
 from workers.dlq.directory import DlqDirectory
 from workers.dlq.mover import DeadLetterMover
 from workers.store import EventStore, open_store
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    """The SQLite file both the event store and the archive use (as in production)."""
-    return f"sqlite:///{tmp_path}/rally.db"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def archive_url(request: pytest.FixtureRequest) -> str:
-    name = "store_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(name))
-
-
-@pytest.fixture
-async def archive(archive_url: str) -> AsyncIterator[DeadLetterArchive]:
-    opened = open_archive(archive_url)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
 
 # ---- the broker side: a real work queue with a real consumer runtime ----
 

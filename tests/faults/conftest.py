@@ -25,7 +25,7 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.declare import declare_topology, delete_namespace
 from broker.settings import BrokerSettings
-from tests.conftest import known_queues
+from tests.support.fixtures.broker import known_queues
 from tests.support.harness import Harness
 from tests.support.services import PrivatePostgres, PrivateRabbit, ServiceUnavailable
 from workers.conformance.proxy import FaultProxy

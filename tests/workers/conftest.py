@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -13,17 +12,11 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.settings import BrokerSettings
 from contracts import Event
-from tests.store.conftest import pg_server_url, pg_url  # noqa: F401 - fixtures reused
 from tests.workers.agent import Inbox, ScriptedAgent
 from workers.runtime.messages import load_event
 from workers.runtime.services import Running, run_services
 from workers.runtime.settings import WorkerSettings
 from workers.store import RecordedEvent, open_store
-
-
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/rally.db"
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from uuid import UUID, uuid4
 import pytest
 
 from contracts import TaskProgressed, TaskRequeued
-from tests.readmodels.conftest import (
+from tests.support.fixtures.store import StoreFactory
+from tests.support.task_events import (
     T0,
     assigned,
     cancelled,
@@ -18,7 +19,6 @@ from tests.readmodels.conftest import (
     started,
     submitted,
 )
-from tests.store.conftest import StoreFactory
 from workers.readmodels import ProjectionRunner
 from workers.readmodels.task_queries import (
     BadCursor,

@@ -21,7 +21,7 @@ import aio_pika.abc
 import pytest
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
-from tests.store.conftest import Store, StoreFactory
+from tests.support.fixtures.store import Store, StoreFactory
 from workers.store import (
     ConcurrencyError,
     NewEvent,

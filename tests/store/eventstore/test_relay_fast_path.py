@@ -17,8 +17,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
-from tests.store.conftest import Store, StoreFactory
-from tests.store.test_relay import encode
+from tests.store.eventstore.test_relay import encode
+from tests.support.fixtures.store import Store, StoreFactory
 from workers.store import (
     Metadata,
     NewEvent,

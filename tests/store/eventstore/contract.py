@@ -13,9 +13,9 @@ from datetime import UTC, timedelta
 
 import pytest
 
-from tests.store.conftest import StoreFactory
-from tests.store.contract_outbox import OutboxContract
-from tests.store.race_worker import race
+from tests.store.eventstore.contract_outbox import OutboxContract
+from tests.store.eventstore.race_worker import race
+from tests.support.fixtures.store import StoreFactory
 from workers.store import (
     ConcurrencyError,
     DuplicateEventId,

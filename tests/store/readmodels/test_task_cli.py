@@ -9,8 +9,8 @@ import json
 import shlex
 from uuid import uuid4
 
-from tests.readmodels.conftest import lifecycle, record, submitted
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
+from tests.support.task_events import lifecycle, record, submitted
 from workers.cli.main import main
 from workers.readmodels import database_for
 from workers.store.base import NewEvent

@@ -1,4 +1,4 @@
-"""Read-model tests run on both stores: the store fixtures, and real task histories."""
+"""Real task histories, built event by event and recorded on a task's stream."""
 
 from __future__ import annotations
 
@@ -14,13 +14,6 @@ from contracts import (
     TaskStarted,
     TaskSubmitted,
     TaskSucceeded,
-)
-from tests.store.conftest import (  # noqa: F401  (fixtures)
-    any_store_url,
-    opened,
-    pg_server_url,
-    pg_url,
-    sqlite_url,
 )
 from workers.runtime.messages import new_event
 from workers.store.base import EventStore

@@ -16,8 +16,8 @@ from contracts import (
     Event,
     TaskRequeued,
 )
-from tests.readmodels.conftest import assigned, failed, lifecycle, record, started, submitted
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
+from tests.support.task_events import assigned, failed, lifecycle, record, started, submitted
 from workers.cli.agents_cmd import agent_rows
 from workers.dlq.directory import store_agent_ids
 from workers.readmodels import ProjectionRunner, database_for, read_health

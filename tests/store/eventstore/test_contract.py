@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.store.contract import EventStoreContract
+from tests.store.eventstore.contract import EventStoreContract
 
 
 class TestSqliteStore(EventStoreContract):

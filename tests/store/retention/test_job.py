@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.retention.fleet import NO_OUTBOX, Store, end, record, run, submit, submitted
-from tests.store.conftest import StoreFactory
+from tests.store.retention.fleet import NO_OUTBOX, Store, end, record, run, submit, submitted
+from tests.support.fixtures.store import StoreFactory
 from workers.retention.archive import import_file, read_file
 from workers.retention.job import run_once
 from workers.retention.policy import RetentionSettings

@@ -11,8 +11,8 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from tests.store.conftest import StoreFactory
-from tests.store.test_relay import append_retrying, encode
+from tests.store.eventstore.test_relay import append_retrying, encode
+from tests.support.fixtures.store import StoreFactory
 from workers.store import NewEvent, OutgoingRecord
 from workers.store.ordering import first_in_line, with_missing_as_blockers
 from workers.store.relay import Relay

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
 from workers.store import (
     AppendOutcome,
     AppendRequest,

@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from uuid import uuid4
 
-from tests.readmodels.conftest import lifecycle, record
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
+from tests.support.task_events import lifecycle, record
 from workers.readmodels import database_for
 from workers.readmodels.service import ReadModelsService
 from workers.readmodels.task_queries import get_task

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.retention.fleet import NO_OUTBOX, end, submit
-from tests.store.conftest import StoreFactory
+from tests.store.retention.fleet import NO_OUTBOX, end, submit
+from tests.support.fixtures.store import StoreFactory
 from workers.retention.job import run_once
 from workers.retention.policy import RetentionSettings
 

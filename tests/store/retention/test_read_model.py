@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.retention.fleet import NO_OUTBOX, Store, end, submit
-from tests.store.conftest import StoreFactory
+from tests.store.retention.fleet import NO_OUTBOX, Store, end, submit
+from tests.support.fixtures.store import StoreFactory
 from workers.readmodels import checkpoint, tasks
 from workers.retention.job import run_once
 from workers.retention.policy import RetentionSettings

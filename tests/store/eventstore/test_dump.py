@@ -6,7 +6,7 @@ import io
 import json
 from datetime import datetime
 
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
 from workers.cli.events import DUMP_KEYS, dump_events
 from workers.store import Metadata, NewEvent
 

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.store.conftest import Store, StoreFactory
+from tests.support.fixtures.store import Store, StoreFactory
 from workers.store import (
     AppendRequest,
     ConcurrencyError,

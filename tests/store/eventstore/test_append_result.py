@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from tests.store.conftest import Store, StoreFactory
+from tests.support.fixtures.store import Store, StoreFactory
 from workers.store import (
     AppendRequest,
     AppendResult,

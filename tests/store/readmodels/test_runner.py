@@ -12,8 +12,8 @@ import pytest
 
 from contracts import TaskStarted
 from contracts.versions import _UP
-from tests.readmodels.conftest import assigned, lifecycle, record, started, submitted
-from tests.store.conftest import StoreFactory
+from tests.support.fixtures.store import StoreFactory
+from tests.support.task_events import assigned, lifecycle, record, started, submitted
 from workers.readmodels import ProjectionRunner, Tx, database_for, read_health
 from workers.readmodels.task_queries import get_task
 from workers.readmodels.tasks import TasksProjection

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from broker.inspect import QueueStats
 from broker.topology import Topology
 from contracts import ResourceDeclared
-from tests.dashboard.history import T0, History, HistoryStore
+from tests.store.dashboard.history import T0, History, HistoryStore
 from tests.support.dead_letters import make_letter
 from workers.dashboard import data
 from workers.dashboard.fleet import SCHEMA, AgentLine, EndedSince, FleetView, read_view

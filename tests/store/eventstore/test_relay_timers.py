@@ -6,8 +6,15 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from tests.store.conftest import Store, StoreFactory
-from tests.store.test_relay_fast_path import CountingStore, Sink, ev, eventually, notice, relay_on
+from tests.store.eventstore.test_relay_fast_path import (
+    CountingStore,
+    Sink,
+    ev,
+    eventually,
+    notice,
+    relay_on,
+)
+from tests.support.fixtures.store import Store, StoreFactory
 from workers.store.base import CommitListener, Handoff
 from workers.store.codec import utc_now
 
