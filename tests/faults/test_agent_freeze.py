@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.sdk.standin import Observer
 from tests.support.harness import AGENTS, Harness
+from tests.support.standin import Observer
 from workers.demo.scenario import AgentPlan
 
 # a fleet, a fault and a drain: more than the default 120 s when the machine is busy

@@ -12,8 +12,8 @@ import contextlib
 from dataclasses import dataclass
 
 from contracts import AssignTask, ReportTaskProgress
+from tests.support.agent import ScriptedAgent
 from tests.support.harness import Harness
-from tests.workers.agent import ScriptedAgent
 
 
 @dataclass
