@@ -9,15 +9,14 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.paths import ROOT
 from workers.conformance.report import footer, line
 from workers.conformance.runner import SCENARIOS, UnknownScenario, Verdict, choose
 
-ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = f"{sys.executable} -m workers.conformance.reference_agent"
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults.upgrade.releases import ReleaseFleet, checkout
 from tests.support.amqp import take
 from tests.support.fleet import WORKERS, worker_name
 from tests.support.harness import AGENT_HEARTBEAT_S, AGENTS, Harness
-from tests.upgrade.releases import ReleaseFleet, checkout
 from workers.demo.scenario import AgentPlan
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
