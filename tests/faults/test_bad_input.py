@@ -1,7 +1,7 @@
 """Case 9 of issue 8: bad input reaches the real workers, and nothing breaks.
 
-tests/broker/test_runtime.py shows the consumer dead-letters malformed, invalid
-and unknown-type messages once with their reason, and tests/contracts shows
+tests/broker/transport/test_runtime.py shows the consumer dead-letters malformed, invalid
+and unknown-type messages once with their reason, and tests/unit/contracts shows
 the codec's size limit and version checks. Here the whole fleet (three
 replicas of each worker) gets, on each worker's routes: those, plus unknown
 versions, raw messages over the 1 MiB limit, and a hypothesis fuzz run of

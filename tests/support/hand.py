@@ -1,6 +1,6 @@
 """An agent the test drives by hand: it holds each assignment until the test reports on it.
 
-It is tests/workers/agent.py's ScriptedAgent (its own inbox and heartbeats,
+It is tests/support/agent.py's ScriptedAgent (its own inbox and heartbeats,
 everything through the broker) with a work function that only hands the
 assignment over, so a test decides exactly which report goes out when.
 """
