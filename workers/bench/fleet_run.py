@@ -85,9 +85,15 @@ async def rabbit_status(node: str | None) -> dict[str, Any]:
             "rabbitmqctl", *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
+    except OSError:
+        return {"file_handles": None, "file_handle_limit": None, "sockets": None}
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=20)
         fds = json.loads(out)["file_descriptors"]
-    except (OSError, TimeoutError, ValueError, KeyError, TypeError):
+    except (TimeoutError, ValueError, KeyError, TypeError):
+        # a node out of file handles may not answer rabbitmqctl either: never wait on it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
         return {"file_handles": None, "file_handle_limit": None, "sockets": None}
     return {
         "file_handles": fds.get("total_used"),
