@@ -97,6 +97,7 @@ class BrokerConnection:
             settings.namespace,
             quorum_size=settings.quorum_initial_group_size,
             leader_locator=LEADER_LOCATOR if clustered else None,
+            inbox_type=settings.inbox_queue_type,
         )
         self.name = connection_name(role, replica)
         self._conn: AbstractRobustConnection | None = None

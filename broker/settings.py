@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -35,6 +36,9 @@ class BrokerSettings(BaseModel):
     # replicas of each quorum queue at declare (RALLY_QUORUM_SIZE); None: one per node named
     # in amqp_url (RabbitMQ caps it to the cluster's members)
     quorum_size: int | None = Field(default=None, ge=1, le=99)
+    # agents' inboxes (RALLY_INBOX_TYPE): None picks classic on one node (10,000 inboxes fit a
+    # small broker) and quorum on a cluster (an inbox must outlive the loss of its node)
+    inbox_type: Literal["classic", "quorum"] | None = None
 
     @field_validator("amqp_url")
     @classmethod
@@ -45,6 +49,13 @@ class BrokerSettings(BaseModel):
     def amqp_nodes(self) -> tuple[str, ...]:
         """One full URL per broker node, in the order RALLY_AMQP_URL names them."""
         return parse_nodes(self.amqp_url).urls()
+
+    @property
+    def inbox_queue_type(self) -> str:
+        """The type new agent inboxes are declared with (docs/protocol.md, "Inboxes")."""
+        if self.inbox_type is not None:
+            return self.inbox_type
+        return "quorum" if len(self.amqp_nodes) > 1 else "classic"
 
     @property
     def quorum_initial_group_size(self) -> int | None:
@@ -64,8 +75,9 @@ class BrokerSettings(BaseModel):
                 values[name] = env[key]
         if "amqp_url" in values and "amqp_url" not in overrides:
             parse_nodes(str(values["amqp_url"]))  # BrokerConfigError, with the reason
-        if values.get("quorum_size") == "":
-            values.pop("quorum_size")
+        for optional in ("quorum_size", "inbox_type"):
+            if values.get(optional) == "":
+                values.pop(optional)
         values.update(overrides)
         try:
             return cls.model_validate(values)

@@ -159,6 +159,7 @@ class Topology:
     # RabbitMQ decides (a one-node broker)
     quorum_size: int | None = None
     leader_locator: str | None = None
+    inbox_type: str = "classic"  # "quorum" on a cluster: see BrokerSettings.inbox_queue_type
 
     # ---- exchanges ----
     @property
@@ -259,9 +260,11 @@ class Topology:
             ((self.inbox, recipient),),
             expires_ms=INBOX_EXPIRES_MS,
             # one per agent: a quorum queue is a Raft group with its own WAL and segment
-            # handles, which 10,000 agents cannot afford on one broker (docs/protocol.md)
-            queue_type="classic",
-            earlier_type="quorum",
+            # handles, which 10,000 agents cannot afford on one broker; on a cluster an inbox
+            # must outlive its node, so it is quorum there (docs/protocol.md). One declared
+            # with the other type keeps it.
+            queue_type=self.inbox_type,
+            earlier_type="quorum" if self.inbox_type == "classic" else "classic",
         )
 
     def client_queue(self, client_id: str) -> QueueSpec:

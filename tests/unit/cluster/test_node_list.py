@@ -8,6 +8,7 @@ from broker.connection import BrokerConnection
 from broker.nodes import BrokerConfigError, parse_nodes
 from broker.placement import existing_placement
 from broker.settings import BrokerSettings
+from broker.topology import Topology
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,16 @@ def test_a_provisioned_agent_is_given_every_node() -> None:
     url = url_for("amqp://ops:s@h1:5672,h2:5673/?heartbeat=5", user="a1", password="p w", vhost="v")
     assert url == "amqp://a1:p%20w@h1:5672,h2:5673/v?heartbeat=5"
     assert BrokerSettings(amqp_url=url).amqp_nodes[1] == "amqp://a1:p%20w@h2:5673/v?heartbeat=5"
+
+
+def test_inboxes_are_classic_on_one_node_and_quorum_on_a_cluster() -> None:
+    one = BrokerSettings.from_env({"RALLY_AMQP_URL": "amqp://u:p@h1:5672/"})
+    three = BrokerSettings.from_env({"RALLY_AMQP_URL": "amqp://u:p@h1:5672,h2:5672,h3:5672/"})
+    assert one.inbox_queue_type == "classic"  # 10,000 inboxes on a small broker
+    assert three.inbox_queue_type == "quorum"  # an inbox outlives the loss of its node
+    forced = BrokerSettings.from_env(
+        {"RALLY_AMQP_URL": "amqp://u:p@h1:5672,h2:5672/", "RALLY_INBOX_TYPE": "classic"}
+    )
+    assert forced.inbox_queue_type == "classic"
+    spec = Topology("ns", inbox_type="quorum").inbox_queue("a1")
+    assert (spec.queue_type, spec.earlier_type) == ("quorum", "classic")
