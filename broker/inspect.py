@@ -167,3 +167,16 @@ async def management_rates(
             f"({type(exc).__name__}: {exc})"
         ) from None
     return out
+
+
+async def server_version(url: str) -> str | None:
+    """The RabbitMQ version a broker URL's node announces (for reports); None if unknown."""
+    connection = await aio_pika.connect(url)
+    try:
+        transport = connection.transport
+        if transport is None:
+            return None
+        version = transport.connection.server_properties.get("version")
+    finally:
+        await connection.close()
+    return version.decode() if isinstance(version, bytes) else str(version)

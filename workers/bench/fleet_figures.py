@@ -19,8 +19,9 @@ from typing import Any
 from workers.bench.fleet_agents import PROBE_LABEL
 from workers.bench.stats import percentile
 from workers.store.base import RecordedEvent
+from workers.tasks.state import STREAM_PREFIX
 
-TASK_PREFIX = "task-"
+TASK_PREFIX = STREAM_PREFIX
 
 
 @dataclass

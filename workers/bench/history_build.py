@@ -50,7 +50,7 @@ from workers.store.base import AppendRequest, BatchEventStore, Metadata, StreamA
 from workers.store.errors import ConcurrencyError
 from workers.tasks import domain as tasks_domain
 from workers.tasks.placement import assign
-from workers.tasks.state import Task, evolve
+from workers.tasks.state import Task, evolve, stream_of
 from workers.tasks.submit import Submitter, decide_submit
 
 CAPABILITIES = ("crawl", "parse", "summarize", "render")
@@ -145,7 +145,7 @@ class _TaskWriter:
             raise AssertionError(f"the domain decided nothing for task {self.task.task_id}")
         meta, message_id = _meta(worker, sender, self.correlation)
         append = StreamAppend(
-            f"task-{self.task.task_id}", self.task.version, [new_event(e) for e in events]
+            stream_of(self.task.task_id), self.task.version, [new_event(e) for e in events]
         )
         request = AppendRequest([append], meta, message_id if key else None)
         self.steps.append(_Step(self.now, len(self.steps), request))

@@ -45,6 +45,7 @@ from workers.runtime.procs import stop_processes
 from workers.runtime.settings import WORKERS
 from workers.store import open_store
 from workers.store.base import EventStore
+from workers.tasks.state import stream_of
 
 POLL_S = 0.02
 STARTED = '"worker.started"'
@@ -159,7 +160,7 @@ def logged(path: Path, marker: str) -> Callable[[], bool]:
 
 def assigned(store: EventStore, task_id: UUID) -> Callable[[], Any]:
     async def check() -> str | None:
-        for record in await store.read(f"task-{task_id}"):
+        for record in await store.read(stream_of(task_id)):
             if record.type == "TaskAssigned":
                 return str(record.metadata.get("replica") or "?")
         return None
@@ -169,7 +170,7 @@ def assigned(store: EventStore, task_id: UUID) -> Callable[[], Any]:
 
 def recorded(store: EventStore, task_id: UUID) -> Callable[[], Any]:
     async def check() -> bool:
-        return bool(await store.read(f"task-{task_id}"))
+        return bool(await store.read(stream_of(task_id)))
 
     return check
 

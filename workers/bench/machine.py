@@ -10,8 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import asyncpg
+
+from broker.inspect import server_version
 
 
 async def describe_machine(amqp_url: str, pg_url: str | None) -> dict[str, Any]:
@@ -20,7 +21,7 @@ async def describe_machine(amqp_url: str, pg_url: str | None) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "rabbitmq": await _rabbitmq_version(amqp_url),
+        "rabbitmq": await server_version(amqp_url),
         "postgresql": await _postgres_version(pg_url) if pg_url else None,
         "packages": {name: _version(name) for name in ("aio-pika", "celery", "rallypoint")},
         "git_commit": _git_commit(),
@@ -45,18 +46,6 @@ def _cpu_model() -> str | None:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or None
-
-
-async def _rabbitmq_version(url: str) -> str | None:
-    connection = await aio_pika.connect(url)
-    try:
-        transport = connection.transport
-        if transport is None:
-            return None
-        version = transport.connection.server_properties.get("version")
-    finally:
-        await connection.close()
-    return version.decode() if isinstance(version, bytes) else str(version)
 
 
 async def _postgres_version(url: str) -> str | None:

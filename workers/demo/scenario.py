@@ -98,7 +98,7 @@ def _tasks(total: int, rng: random.Random) -> list[TaskPlan]:
         else:
             out.append(
                 TaskPlan(
-                    f"task-{len(out)}",
+                    f"work-{len(out)}",
                     rng.choice(CAPABILITIES),
                     _work(rng),
                     "succeeded",

@@ -34,11 +34,11 @@ from contracts import (
 from workers.readmodels.runner import Tx, Unreadable
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore, RecordedEvent
-from workers.tasks.state import TERMINAL, Task, evolve, stream_of
+from workers.tasks.state import STREAM_PREFIX, TERMINAL, Task, evolve, stream_of
 
 NAME = "tasks"
 TABLE = "readmodel_tasks"
-STREAMS = "task-"
+STREAMS = STREAM_PREFIX
 KEEP = -1.0  # "the page said nothing of progress": the row keeps what it has
 ERROR_CHARS = 500  # the error column is a summary; ``rally task show`` has it all
 

@@ -21,21 +21,15 @@ from uuid import UUID
 from contracts import TaskAssigned
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore
-from workers.tasks.state import ACTIVE, fold, stream_of
+from workers.tasks.state import ACTIVE, STREAM_PREFIX, fold, stream_of, task_of
 
-TASK_PREFIX = "task-"
+TASK_PREFIX = STREAM_PREFIX
 PAGE = 1000
 # records after which no agent holds the attempt the last TaskAssigned gave
 RELEASING = frozenset({"TaskRequeued", "TaskSucceeded", "TaskFailed", "TaskCancelled", "TaskDead"})
 
 
-def _task_of(stream: str) -> UUID | None:
-    if not stream.startswith(TASK_PREFIX):
-        return None
-    try:
-        return UUID(stream[len(TASK_PREFIX) :])
-    except ValueError:
-        return None
+_task_of = task_of
 
 
 class Holdings:

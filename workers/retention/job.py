@@ -36,7 +36,7 @@ from workers.retention.archive import write_file
 from workers.retention.policy import RetentionSettings
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore, ExpireResult, Expiry, RecordedEvent
-from workers.tasks.state import Task, fold, key_stream, stream_of
+from workers.tasks.state import STREAM_PREFIX, Task, fold, key_stream, stream_of
 
 log = structlog.get_logger(__name__)
 
@@ -130,12 +130,12 @@ async def ended_before(store: EventStore, cutoff: datetime) -> list[UUID]:
     earlier runs are skipped by ``position > cursor``; nothing counts positions."""
     found: dict[UUID, None] = {}
     cursor = 0
-    while page := await store.read_all(cursor, PAGE, stream_prefix="task-"):
+    while page := await store.read_all(cursor, PAGE, stream_prefix=STREAM_PREFIX):
         for record in page:
             if record.recorded_at >= cutoff:
                 return list(found)
             if record.type in ENDINGS:
-                found[UUID(record.stream.removeprefix("task-"))] = None
+                found[UUID(record.stream.removeprefix(STREAM_PREFIX))] = None
         cursor = page[-1].position
     return list(found)
 

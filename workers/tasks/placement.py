@@ -31,7 +31,7 @@ from workers.tasks.domain import (
     effects,
     timers_to_cancel,
 )
-from workers.tasks.state import Task, evolve, stream_of
+from workers.tasks.state import Task, evolve, stream_of, task_of
 
 __all__ = [
     "ENDING",
@@ -51,17 +51,6 @@ __all__ = [
 # The recorded types after which a task is over: a reader that keeps only open tasks
 # drops the task on these without validating their payload (a result may be large).
 ENDING = frozenset(t.type_name() for t in (TaskSucceeded, TaskCancelled, TaskDead))
-_PREFIX = stream_of(UUID(int=0)).removesuffix(str(UUID(int=0)))  # "task-", from its one definer
-
-
-def task_of(stream: str) -> UUID | None:
-    """The task id of a ``task-*`` stream name, None for any other stream."""
-    if not stream.startswith(_PREFIX):
-        return None
-    try:
-        return UUID(stream[len(_PREFIX) :])
-    except ValueError:
-        return None
 
 
 def placeable(task: Task) -> bool:

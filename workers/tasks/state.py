@@ -31,8 +31,21 @@ ACTIVE = frozenset({"assigned", "running"})  # an agent holds the current attemp
 TERMINAL = frozenset({"succeeded", "cancelled", "dead"})
 
 
+STREAM_PREFIX = "task-"  # the one place a task stream's name is made
+
+
 def stream_of(task_id: UUID) -> str:
-    return f"task-{task_id}"
+    return f"{STREAM_PREFIX}{task_id}"
+
+
+def task_of(stream: str) -> UUID | None:
+    """The task id of a ``task-*`` stream name, None for any other stream."""
+    if not stream.startswith(STREAM_PREFIX):
+        return None
+    try:
+        return UUID(stream[len(STREAM_PREFIX) :])
+    except ValueError:
+        return None
 
 
 def key_stream(idempotency_key: str) -> str:
