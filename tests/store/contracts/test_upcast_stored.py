@@ -1,9 +1,9 @@
-"""A v1 TaskSubmitted written raw into a real SQLite store reads back as v2 (load_event)."""
+"""A v1 TaskSubmitted written raw into a real store (SQLite and PostgreSQL) reads back as v2
+(load_event)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -17,8 +17,8 @@ from workers.tasks.state import fold
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'events.db'}")
+async def store(any_store_url: str) -> AsyncIterator[EventStore]:
+    opened = open_store(any_store_url)
     await opened.start()
     try:
         yield opened
