@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -39,7 +41,7 @@ from contracts import (
 from sdk import Client, TaskHandle
 from workers.demo.fleet import Fleet
 from workers.demo.scenario import GPU, GPU_CAPACITY, Scenario, build
-from workers.demo.where import Explore, run_store_url
+from workers.demo.where import Explore, rally_program, run_store_url
 from workers.dlq.archive import open_archive
 from workers.dlq.directory import DlqDirectory, store_agent_ids
 from workers.dlq.model import STATUSES, Query
@@ -180,7 +182,9 @@ async def run_demo(options: DemoOptions, on_progress: Callable[[Progress], None]
             "history_violations": report.violations[:20],
             "elapsed_s": round(elapsed, 2),
             "tasks_per_s": round(len(scenario.tasks) / elapsed, 1) if elapsed else 0.0,
-            "explore": Explore(store_url, namespace, poison).commands(),
+            "explore": Explore(
+                store_url, namespace, poison, rally_program(sys.argv[0], shutil.which("rally"))
+            ).commands(),
         }
         ok = not mismatches and report.ok and dead_letters >= len(BAD_MESSAGES)
         return DemoResult(summary, report, mismatches, ok)

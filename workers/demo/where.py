@@ -44,18 +44,33 @@ class Explore:
     store_url: str
     namespace: str
     poison_task: str | None
+    program: str = "rally"  # how this shell reaches the CLI (see ``rally_program``)
 
     def _env(self) -> str:
         return f"RALLY_STORE_URL={shlex.quote(self.store_url)} RALLY_NAMESPACE={self.namespace}"
 
     def commands(self) -> dict[str, str]:
-        env = self._env()
+        run = f"{self._env()} {self.program}"
         out = {
-            "dead_letters": f"{env} rally dlq list --status all",
-            "history": f"{env} rally events dump",
-            "tasks": f"{env} rally task list --state dead",
-            "dashboard": f"{env} rally dashboard",
+            "dead_letters": f"{run} dlq list --status all",
+            "history": f"{run} events dump",
+            "tasks": f"{run} task list --state dead",
+            "dashboard": f"{run} dashboard",
         }
         if self.poison_task:
-            out["poison_timeline"] = f"{env} rally task show {self.poison_task}"
+            out["poison_timeline"] = f"{run} task show {self.poison_task}"
         return out
+
+
+def rally_program(argv0: str, on_path: str | None) -> str:
+    """``rally`` when the shell finds this very CLI by that name, else the path it ran from
+    (``make demo`` runs ``.venv/bin/rally``, which a fresh shell does not have on its PATH)."""
+    ran = Path(argv0)
+    if ran.name != "rally":
+        return "rally"  # not run as the console script (python -m ...): the usual name
+    if on_path is not None and Path(on_path).resolve() == ran.resolve():
+        return "rally"
+    try:
+        return shlex.quote(str(ran.resolve().relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(ran.resolve()))

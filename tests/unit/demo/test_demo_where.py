@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.demo.where import Explore, run_store_url
+from workers.demo.where import Explore, rally_program, run_store_url
 
 RUN = Path("var/demo/demo-ab12cd34")
 
@@ -40,3 +40,17 @@ def test_explore_names_store_namespace_and_poison_task() -> None:
         "RALLY_STORE_URL=sqlite:///x.db RALLY_NAMESPACE=demo-1"
     )
     assert commands["poison_timeline"].endswith("rally task show 1234")
+
+
+def test_the_commands_name_the_cli_as_this_shell_reaches_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    venv_rally = tmp_path / ".venv" / "bin" / "rally"
+    venv_rally.parent.mkdir(parents=True)
+    venv_rally.touch()
+    assert rally_program(str(venv_rally), None) == ".venv/bin/rally"  # make demo, no venv active
+    assert rally_program(str(venv_rally), str(venv_rally)) == "rally"  # the venv is active
+    assert rally_program("/x/workers/cli/main.py", None) == "rally"
+    commands = Explore("sqlite:///x.db", "demo-1", None, ".venv/bin/rally").commands()
+    assert commands["history"].endswith(".venv/bin/rally events dump")
