@@ -122,17 +122,12 @@ class TimedStore(StoreFront):
     ) -> AppendResult:
         started = time.perf_counter()
         try:
-            if cancel_timers_of:
-                return await self.store.append_many(
-                    appends,
-                    metadata=metadata,
-                    idempotency_key=idempotency_key,
-                    outbox=outbox,
-                    cancel_timers_of=cancel_timers_of,
-                )
-            # a store from before timer cancellation takes no such argument
             return await self.store.append_many(
-                appends, metadata=metadata, idempotency_key=idempotency_key, outbox=outbox
+                appends,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                outbox=outbox,
+                cancel_timers_of=cancel_timers_of,
             )
         except ConcurrencyError:
             self._conflicts.inc()
