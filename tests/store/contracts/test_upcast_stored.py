@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import pytest
@@ -11,19 +10,13 @@ import pytest
 from contracts import TaskSubmitted, utcnow
 from contracts.versions import set_write_versions
 from workers.runtime.messages import load_event, new_event
-from workers.store import open_store
 from workers.store.base import EventStore, NewEvent
 from workers.tasks.state import fold
 
 
 @pytest.fixture
-async def store(any_store_url: str) -> AsyncIterator[EventStore]:
-    opened = open_store(any_store_url)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
+def store(any_store: EventStore) -> EventStore:
+    return any_store  # a started store of each adapter (tests/support/fixtures/store.py)
 
 
 async def test_a_v1_record_from_before_submit_times_reads_back_as_v2(store: EventStore) -> None:

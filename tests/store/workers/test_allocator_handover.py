@@ -9,7 +9,6 @@ holder lets it go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,23 +17,7 @@ from workers.allocator import lease as placement_lease
 from workers.allocator.handlers import Allocator
 from workers.runtime.clock import SystemClock
 from workers.runtime.settings import WorkerSettings
-from workers.store import open_store
 from workers.store.base import EventStore
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("store_url" if request.param == "sqlite" else "pg_url"))
-
-
-@pytest.fixture
-async def store(any_url: str) -> AsyncIterator[EventStore]:
-    opened = open_store(any_url)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class _NoPublisher:
@@ -46,6 +29,11 @@ class _NoPublisher:
 
 def _allocator(store: EventStore, replica: str) -> Allocator:
     return Allocator(store, _NoPublisher(), SystemClock(), WorkerSettings(), replica=replica)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def store(any_store: EventStore) -> EventStore:
+    return any_store  # a started store of each adapter (tests/support/fixtures/store.py)
 
 
 async def test_an_idle_holder_hands_the_lease_to_the_replica_that_wants_it(

@@ -4,7 +4,6 @@ holds its stream visibly and is taken again once it reads. No broker: the store 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from uuid import UUID, uuid4
 
 import pytest
@@ -38,24 +37,8 @@ from workers.registry.follow import AgentFollower
 from workers.registry.state import Agent, fold
 from workers.runtime.messages import load_event, new_event
 from workers.runtime.metrics import PlacementMetrics
-from workers.store import open_store
 from workers.store.base import EventStore, NewEvent, RecordedEvent
 from workers.tasks import state as tasks
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def any_url(request: pytest.FixtureRequest) -> str:
-    return str(request.getfixturevalue("store_url" if request.param == "sqlite" else "pg_url"))
-
-
-@pytest.fixture
-async def store(any_url: str) -> AsyncIterator[EventStore]:
-    opened = open_store(any_url)
-    await opened.start()
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def keeper(store: EventStore, view: Projection | None = None) -> ViewKeeper:
@@ -96,6 +79,11 @@ def rich_history() -> list[Fact]:
 
 async def record_all(store: EventStore, facts: list[Fact]) -> list[RecordedEvent]:
     return await through_store(store, history(*facts))
+
+
+@pytest.fixture
+def store(any_store: EventStore) -> EventStore:
+    return any_store  # a started store of each adapter (tests/support/fixtures/store.py)
 
 
 async def test_snapshot_plus_tail_equals_full_replay_at_every_split(store: EventStore) -> None:
