@@ -23,13 +23,9 @@ from workers.runtime.messages import load_event
 from workers.store.base import EventStore
 from workers.tasks.state import ACTIVE, STREAM_PREFIX, fold, stream_of, task_of
 
-TASK_PREFIX = STREAM_PREFIX
 PAGE = 1000
 # records after which no agent holds the attempt the last TaskAssigned gave
 RELEASING = frozenset({"TaskRequeued", "TaskSucceeded", "TaskFailed", "TaskCancelled", "TaskDead"})
-
-
-_task_of = task_of
 
 
 class Holdings:
@@ -42,10 +38,10 @@ class Holdings:
     async def catch_up(self) -> None:
         """Follow the task records written since the last call."""
         while True:
-            page = await self.store.read_all(self.position, PAGE, stream_prefix=TASK_PREFIX)
+            page = await self.store.read_all(self.position, PAGE, stream_prefix=STREAM_PREFIX)
             for record in page:
                 self.position = record.position
-                task_id = _task_of(record.stream)
+                task_id = task_of(record.stream)
                 if task_id is None:
                     continue
                 if record.type == "TaskAssigned":
