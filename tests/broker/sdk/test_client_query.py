@@ -6,29 +6,15 @@ answer comes as a ``TaskView`` notice, folded by the task manager itself.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
-from broker.connection import BrokerConnection
-from broker.settings import BrokerSettings
 from sdk import Client, Task
 from tests.broker.sdk.conftest import MakeAgent
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(broker=broker_settings, store_url=f"sqlite:///{tmp_path}/r.db")
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 async def test_state_and_history_come_from_the_task_manager(

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import cast
 
 import pytest
 
-from broker.connection import BrokerConnection
-from broker.settings import BrokerSettings
 from sdk import Client, Task
 from tests.broker.sdk.conftest import MakeAgent
 from workers.readmodels import database_for
 from workers.readmodels.task_queries import tasks_runner
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 from workers.store.base import EventStore
 from workers.tasks.state import stream_of
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(broker=broker_settings, store_url=f"sqlite:///{tmp_path}/r.db")
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 async def test_an_expired_task_answers_its_final_state(

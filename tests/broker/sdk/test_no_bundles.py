@@ -7,33 +7,19 @@ messages only, while the other's (the control) shows the burst did go out bundle
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from broker.connection import BrokerConnection
 from broker.declare import declare_for_others
 from broker.publisher import Publisher
-from broker.settings import BrokerSettings
 from contracts import RegisterAgent, SubmitTask
 from tests.support.amqp import Taken, take
 from tests.support.history import History
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 
 pytestmark = pytest.mark.broker
 
 BURST = 40
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(broker=broker_settings, store_url=f"sqlite:///{tmp_path}/b.db")
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 async def burst_to(
