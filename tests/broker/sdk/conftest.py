@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,6 @@ from broker.settings import BrokerSettings
 from contracts import Envelope, Message
 from sdk import Agent, Client
 from tests.support.standin import Observer
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
 
 MakeAgent = Callable[..., Agent]
 Notify = Callable[[str, Message], Awaitable[Envelope[Message]]]
@@ -74,13 +71,3 @@ async def make_agent(
 async def client(broker: BrokerConnection, sdk_settings: BrokerSettings) -> AsyncIterator[Client]:
     async with Client("client-test", settings=sdk_settings) as c:
         yield c
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    """Every worker in this process, on a SQLite store of the test's own."""
-    settings = WorkerSettings(broker=broker_settings, store_url=f"sqlite:///{tmp_path}/fleet.db")
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -19,7 +17,6 @@ import pytest
 
 from broker import headers as h
 from broker.connection import BrokerConnection
-from broker.settings import BrokerSettings
 from contracts import (
     BUNDLE_CONTENT_TYPE,
     BundleMember,
@@ -34,21 +31,9 @@ from contracts import (
 from tests.support.amqp import Taken, publish_bytes, take
 from tests.support.rabbit_users import Users
 from workers.runtime.messages import load_event
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(
-        broker=broker_settings, store_url=f"sqlite:///{tmp_path}/rally.db", sweep_interval_s=0.2
-    )
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 async def types(fleet: Running, stream: str) -> list[str]:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -42,23 +41,11 @@ from workers.dlq.parse import parse
 from workers.dlq.replay import Replayer
 from workers.dlq.transport import to_raw
 from workers.runtime.messages import load_event
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 
 pytestmark = pytest.mark.broker
 
 HEARTBEAT_S = 2.0  # a loaded test machine must not make the victim look lost
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(
-        broker=broker_settings, store_url=f"sqlite:///{tmp_path}/rally.db", sweep_interval_s=0.2
-    )
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 @pytest.fixture

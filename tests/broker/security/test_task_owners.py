@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,7 +22,6 @@ from broker.connection import BrokerConnection
 from broker.consumer import Consumer
 from broker.publisher import Publisher
 from broker.router import Incoming, Router
-from broker.settings import BrokerSettings
 from contracts import (
     CancelTask,
     Event,
@@ -37,20 +35,12 @@ from contracts import (
 from tests.support.amqp import take
 from tests.support.rabbit_users import Users
 from workers.runtime.messages import load_event
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 from workers.tasks.state import key_stream
 
 pytestmark = pytest.mark.broker
 
 NOBODY = "nobody-runs-this"  # no agent has it: tasks stay pending until cancelled
-
-
-@pytest.fixture
-async def fleet(broker_settings: BrokerSettings, tmp_path: Path) -> AsyncIterator[Running]:
-    settings = WorkerSettings(broker=broker_settings, store_url=f"sqlite:///{tmp_path}/rally.db")
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 @dataclass

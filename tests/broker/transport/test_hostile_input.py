@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -20,7 +18,6 @@ import pytest
 
 from broker import headers as h
 from broker.connection import BrokerConnection
-from broker.settings import BrokerSettings
 from contracts import (
     BUNDLE_CONTENT_TYPE,
     BundleMember,
@@ -31,21 +28,9 @@ from contracts import (
 )
 from tests.support.amqp import Taken, publish_bytes, take
 from workers.runtime.messages import load_event
-from workers.runtime.services import Running, run_services
-from workers.runtime.settings import WorkerSettings
+from workers.runtime.services import Running
 
 pytestmark = pytest.mark.broker
-
-
-@pytest.fixture
-async def fleet(
-    broker: BrokerConnection, broker_settings: BrokerSettings, tmp_path: Path
-) -> AsyncIterator[Running]:
-    settings = WorkerSettings(
-        broker=broker_settings, store_url=f"sqlite:///{tmp_path}/rally.db", sweep_interval_s=0.2
-    )
-    async with run_services(settings, workers=["all"], replica="0") as running:
-        yield running
 
 
 def dlq(conn: BrokerConnection, worker: str) -> str:
