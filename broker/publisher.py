@@ -37,6 +37,7 @@ from broker.connection import BrokerConnection
 from broker.errors import PublishFailed, PublishTimeout, Unroutable
 from contracts import BUNDLE_CONTENT_TYPE, BundleMember, Envelope, Message, encode, encode_bundle
 from contracts.bundle import BUNDLE_COUNT
+from contracts.shards import registry_routing_key
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,9 @@ Queued = tuple[Outgoing, "asyncio.Future[None]"]
 
 def routing_key_for(payload: Message) -> str:
     if payload.kind == "command":
+        agent_id = getattr(payload, "agent_id", None)
+        if payload.route == "registry" and isinstance(agent_id, str):
+            return registry_routing_key(payload.type_name(), agent_id)  # its shard's slot
         return f"{payload.route}.{payload.type_name()}"
     raise ValueError(f"{payload.type_name()} is a {payload.kind}; give its routing key")
 

@@ -11,7 +11,11 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
       ns.dlx        direct  "<queue>"             dead letters, with the reason, -> <queue>.dlq
 
     queues (durable quorum; work queues dead-letter at-least-once to ns.dlx)
-      ns.q.registry    commands registry.#            single active consumer
+      ns.q.registry    commands registry.#            single active consumer; with n
+                                                      registry shards, shard 0 of n
+      ns.q.registry.<k> commands registry.*.<slot>    shard k: the slots s % n == k
+                                                      (contracts/shards.py); shard 0
+                                                      also takes unslotted keys
       ns.q.tasks       commands tasks.#               competing consumers
       ns.q.allocator   commands allocator.#
                        + events ALLOCATOR_EVENT_KEYS  single active consumer
@@ -30,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
+
+from contracts.shards import SLOTS, slots_of_shard
 
 # The events the allocator follows: what changes what can be placed. The events exchange
 # carries only what some queue here subscribes to (see ``event_subscribed``).
@@ -55,7 +61,11 @@ ALLOCATOR_RETIRED_COMMAND_KEYS: tuple[str, ...] = ("registry.Heartbeat",)
 # Every binding on the events exchange, across every queue declared here.
 EVENT_SUBSCRIPTIONS: tuple[str, ...] = ALLOCATOR_EVENT_KEYS
 
-DASHBOARD_TAP_KEYS: tuple[str, ...] = ("registry.Heartbeat",)
+# ``#`` matches zero words too: slotted (registry.Heartbeat.<slot>) and unslotted keys
+DASHBOARD_TAP_KEYS: tuple[str, ...] = ("registry.Heartbeat.#",)
+# The registry commands an agent sends; unslotted (an agent of an earlier release, or one
+# that does not hash) they reach shard 0, which forwards each to its agent's slot.
+REGISTRY_COMMAND_TYPES: tuple[str, ...] = ("RegisterAgent", "Heartbeat", "DeregisterAgent")
 DASHBOARD_TAP_MAX_LENGTH = 10_000
 
 # A retry waits in the smallest tier at least as long as its delay; long delays hop tiers.
@@ -227,6 +237,36 @@ class Topology:
             (self.events, k) for k in event_keys
         )
         return QueueSpec(self.worker_queue(worker), bindings, single_active=single_active)
+
+    def registry_queue(self, shard: int = 0, shards: int = 1) -> QueueSpec:
+        """Registry shard ``shard`` of ``shards``: single active, bound to the slots it owns.
+
+        One shard keeps the one queue and its ``registry.#`` binding (slotted and unslotted
+        keys alike). With more, shard 0 keeps that queue's name and also takes the unslotted
+        keys, and each binding a shard does not own is retired at declare, so a change of the
+        shard count moves slots rather than copying them.
+        """
+        if shards == 1:
+            owned: tuple[str, ...] = ("registry.#",)
+            retired = tuple(f"registry.*.{s}" for s in range(SLOTS))
+        else:
+            mine = slots_of_shard(shard, shards)
+            owned = tuple(f"registry.*.{s}" for s in mine)
+            if shard == 0:
+                owned += tuple(f"registry.{t}" for t in REGISTRY_COMMAND_TYPES)
+            others = (f"registry.*.{s}" for s in range(SLOTS) if s not in mine)
+            retired = ("registry.#", *others)
+        name = self.worker_queue("registry") + (f".{shard}" if shard else "")
+        return QueueSpec(
+            name,
+            tuple((self.commands, k) for k in owned),
+            single_active=True,
+            retired=tuple((self.commands, k) for k in retired),
+        )
+
+    def registry_queues(self, shards: int) -> list[str]:
+        """Every registry shard's queue name, shard 0 first."""
+        return [self.registry_queue(k, shards).name for k in range(shards)]
 
     def allocator_queue(self) -> QueueSpec:
         """The allocator's one queue: its commands and the events it follows."""
