@@ -17,7 +17,7 @@ from broker.connection import BrokerConnection
 from broker.consumer import Consumer
 from broker.declare import declare_queue
 from broker.errors import Reject, Retry, Unroutable
-from broker.publisher import Publisher
+from broker.publisher import Publisher, routing_key_for
 from broker.router import Incoming, Router
 from broker.topology import QueueSpec
 from tests.support.amqp import depth, eventually, publish_bytes, take
@@ -145,7 +145,7 @@ async def test_retry_backs_off_then_dead_letters_after_last_attempt(
     assert headers[h.DL_ERROR] == "downstream busy"
     assert headers[h.DL_ATTEMPTS] == 3
     assert headers[h.DL_EXCHANGE] == broker.topology.commands  # not the delay route it came back by
-    assert headers[h.DL_ROUTING_KEY] == "registry.RegisterAgent"
+    assert headers[h.DL_ROUTING_KEY] == routing_key_for(register())  # its slotted key
 
 
 async def test_handler_exception_is_retried_and_dead_lettered_with_its_type(
