@@ -7,6 +7,9 @@ export {
   TaskOutcomeError, TaskRefusedError, TimeoutError,
 } from "./errors";
 export { BUNDLE_CONTENT_TYPE, BundleTooLarge, decodeBundle, encodeBundle, type BundleMember } from "./bundle";
-export { type Envelope, type Json, Names, routingKey, wrap } from "./protocol";
+export { commandRoutingKey, type Envelope, type Json, Names, routingKey, wrap } from "./protocol";
+export { registryRoutingKey, SLOTS, slotOf } from "./slots";
 export { jsonLogger, type Logger, type Level } from "./log";
+export { BrokerConfigError, parseNodes } from "./nodes";
 export { settingsFromEnv, type Settings } from "./settings";
+export { BrokerUnavailable } from "./transport";

@@ -3,6 +3,7 @@
  * the payloads an agent and a client send and take, and the names under a namespace.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { registryRoutingKey } from "./slots";
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -38,10 +39,25 @@ const ROUTES: Record<string, string> = {
   ReleaseLease: "allocator",
 };
 
+/** `<route>.<Type>`: a command's routing key, before any slot (see `commandRoutingKey`). */
 export function routingKey(type: string): string {
   const route = ROUTES[type];
   if (route === undefined) throw new Error(`${type} is not a command an agent or client sends`);
   return `${route}.${type}`;
+}
+
+/**
+ * Where a command is published: a registry command carries its agent's slot
+ * (`registry.<Type>.<slot>`, so it reaches the registry shard that owns the agent directly),
+ * every other command `<route>.<Type>`.
+ */
+export function commandRoutingKey(envelope: Envelope<unknown>): string {
+  const key = routingKey(envelope.type);
+  const agentId = (envelope.payload as { agent_id?: unknown } | null)?.agent_id;
+  if (ROUTES[envelope.type] === "registry" && typeof agentId === "string") {
+    return registryRoutingKey(envelope.type, agentId);
+  }
+  return key;
 }
 
 /**

@@ -6,7 +6,7 @@
  * publisher channel in the order they were made, so one task's reports keep their order.
  */
 import { describeError, type Logger } from "./log";
-import { type Envelope, JSON_CONTENT_TYPE, MAX_MESSAGE_BYTES, Names, routingKey, traceparent, wrap } from "./protocol";
+import { type Envelope, JSON_CONTENT_TYPE, MAX_MESSAGE_BYTES, Names, commandRoutingKey, traceparent, wrap } from "./protocol";
 import { sleep, type Transport } from "./transport";
 
 export class Cancelled extends Error {
@@ -32,13 +32,13 @@ export class ReliableSender {
   /** Publish once: for a heartbeat, which is stale by the next one and never retried. */
   async sendOnce(envelope: Envelope<unknown>, timeoutMs?: number): Promise<void> {
     const body = encode(envelope);
-    await this.transport.publish(this.names.commands, routingKey(envelope.type), body, this.options(envelope, timeoutMs));
+    await this.transport.publish(this.names.commands, commandRoutingKey(envelope), body, this.options(envelope, timeoutMs));
   }
 
   /** Publish this envelope until the broker confirms it (or the sender is cancelled). */
   async deliver(envelope: Envelope<unknown>): Promise<void> {
     const body = encode(envelope); // built once: every retry sends these bytes, this id
-    const key = routingKey(envelope.type);
+    const key = commandRoutingKey(envelope);
     const options = this.options(envelope);
     for (let attempt = 1; ; attempt++) {
       if (this.cancelled) throw new Cancelled(`${envelope.type} ${envelope.id} not delivered`);

@@ -1,4 +1,6 @@
 /** Where the broker is and which namespace: the same environment variables the Python side reads. */
+import { parseNodes } from "./nodes";
+
 export const DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/";
 
 export interface Settings {
@@ -8,25 +10,16 @@ export interface Settings {
   namespace: string;
 }
 
+/** Settings from the environment and the overrides; a URL that names no usable node throws BrokerConfigError. */
 export function settingsFromEnv(overrides: Partial<Settings> = {}): Settings {
-  return {
-    url: overrides.url ?? process.env.RALLY_AMQP_URL ?? DEFAULT_AMQP_URL,
-    namespace: overrides.namespace ?? process.env.RALLY_NAMESPACE ?? "rally",
-  };
+  const url = overrides.url ?? process.env.RALLY_AMQP_URL ?? DEFAULT_AMQP_URL;
+  parseNodes(url); // at start, with the reason: never a connection to half a node list
+  return { url, namespace: overrides.namespace ?? process.env.RALLY_NAMESPACE ?? "rally" };
 }
 
-/** The node URLs to try, in order. */
+/** One full URL per node, in the order written (broker/nodes.py's two spellings). */
 export function nodeUrls(url: string): string[] {
-  const parts = url.split(",").map((p) => p.trim()).filter((p) => p.length > 0);
-  if (parts.length <= 1 || parts.slice(1).every((p) => p.includes("://"))) return parts;
-  // amqp://u:p@h1:5672,h2:5672/vhost: the credentials and vhost are shared
-  const first = new URL(parts[0]!);
-  const last = parts[parts.length - 1]!;
-  const slash = last.indexOf("/");
-  const vhostPath = slash >= 0 ? last.slice(slash) : first.pathname;
-  const hosts = [first.host, ...parts.slice(1).map((p) => (p.indexOf("/") >= 0 ? p.slice(0, p.indexOf("/")) : p))];
-  const auth = first.username ? `${first.username}:${first.password}@` : "";
-  return hosts.map((host) => `${first.protocol}//${auth}${host}${vhostPath === "" ? "/" : vhostPath}`);
+  return parseNodes(url).urls();
 }
 
 /** The broker user the URL logs in as (RabbitMQ's default is guest). */

@@ -1,12 +1,21 @@
 /**
  * One AMQP connection that comes back: a confirm channel for publishing, one channel per
- * consumer, and after a drop a reconnect (node by node, with backoff) that sets every
- * consumer up again. Publishing never waits for a connection: it fails at once while
- * there is none, and the caller (the ReliableSender) retries with the same bytes.
+ * consumer, and after a drop a reconnect (with backoff) that sets every consumer up again.
+ * Publishing never waits for a connection: it fails at once while there is none, and the
+ * caller (the ReliableSender) retries with the same bytes.
+ *
+ * With several nodes in the URL (nodes.ts) it starts at a random node, so a fleet's
+ * connections spread over the cluster, and tries the others in the order written, wrapping
+ * around, until one answers. After a loss it tries the next node first: the node just lost
+ * is asked again only after every other one (as broker/connection.py does).
  */
 import * as amqp from "amqplib";
 import { describeError, type Logger } from "./log";
+import { redact } from "./nodes";
 import { nodeUrls } from "./settings";
+
+/** How long one node may take to open a connection before the next is tried. */
+export const CONNECT_TIMEOUT_MS = 10_000;
 
 export interface PublishOptions {
   messageId: string;
@@ -36,6 +45,21 @@ export class NotConnected extends Error {
   override name = "NotConnected";
 }
 
+/** No node of the URL answered; the message names each (password hidden) and why. */
+export class BrokerUnavailable extends Error {
+  override name = "BrokerUnavailable";
+}
+
+/** Where a process starts: anywhere, so a fleet's connections spread over the cluster. */
+export function firstNode(count: number, random: () => number = Math.random): number {
+  return count > 1 ? Math.floor(random() * count) % count : 0;
+}
+
+/** The order nodes are tried in: from `start`, in the order written, wrapping around. */
+export function nodeOrder(count: number, start: number): number[] {
+  return Array.from({ length: count }, (_, step) => (start + step) % count);
+}
+
 export class Transport {
   private model: amqp.ChannelModel | undefined;
   private publisher: amqp.ConfirmChannel | undefined;
@@ -45,6 +69,8 @@ export class Transport {
   private reconnecting: Promise<void> | undefined;
   private returned = new Set<string>();
   readonly urls: string[];
+  /** The node in use, or the last one connected to; -1 before the first connection. */
+  private index = -1;
 
   constructor(url: string, private readonly name: string, private readonly log: Logger) {
     this.urls = nodeUrls(url);
@@ -54,17 +80,29 @@ export class Transport {
     return this.publisher !== undefined;
   }
 
+  /** host:port of the node connected to (or last connected to); undefined before the first. */
+  get node(): string | undefined {
+    const url = this.urls[this.index];
+    return url === undefined ? undefined : new URL(url).host;
+  }
+
+  /** Connect to the first node that answers (see the module's comment for the order). */
   async connect(): Promise<void> {
-    let last: unknown;
-    for (const url of this.urls) {
+    const count = this.urls.length;
+    const start = this.index < 0 ? firstNode(count) : (this.index + 1) % count;
+    const failures: string[] = [];
+    for (const index of nodeOrder(count, start)) {
+      const url = this.urls[index]!;
       try {
         await this.open(url);
+        this.index = index;
+        this.log("debug", "sdk.connected", { connection: this.name, node: this.node });
         return;
       } catch (err) {
-        last = err;
+        failures.push(`${redact(url)} (${describeError(err)})`);
       }
     }
-    throw last instanceof Error ? last : new Error(String(last));
+    throw new BrokerUnavailable(`cannot reach RabbitMQ at ${failures.join("; ")}; start it or set RALLY_AMQP_URL`);
   }
 
   onReconnect(callback: () => void): void {
@@ -72,7 +110,7 @@ export class Transport {
   }
 
   private async open(url: string): Promise<void> {
-    const model = await amqp.connect(url, { clientProperties: { connection_name: this.name } });
+    const model = await amqp.connect(url, { clientProperties: { connection_name: this.name }, timeout: CONNECT_TIMEOUT_MS });
     try {
       const publisher = await model.createConfirmChannel();
       publisher.on("return", (msg: amqp.Message) => {
@@ -103,7 +141,7 @@ export class Transport {
       consumer.tag = undefined;
     }
     if (this.closing) return;
-    this.log("warning", "sdk.connection_lost", { connection: this.name });
+    this.log("warning", "sdk.connection_lost", { connection: this.name, node: this.node });
     this.reconnecting ??= this.reconnectLoop().finally(() => {
       this.reconnecting = undefined;
     });
@@ -121,7 +159,7 @@ export class Transport {
         delay = Math.min(5000, delay * 2);
         continue;
       }
-      this.log("warning", "sdk.reconnected", { connection: this.name });
+      this.log("warning", "sdk.reconnected", { connection: this.name, node: this.node });
       for (const callback of this.reconnectCallbacks) {
         try {
           callback();

@@ -11,12 +11,14 @@ import { createServer, type Server, type Socket, connect as tcpConnect } from "n
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import * as amqp from "amqplib";
-import { DEFAULT_AMQP_URL } from "../src/settings";
+import { DEFAULT_AMQP_URL, nodeUrls } from "../src/settings";
 import { sleep } from "../src/transport";
 
 export const SDK_ROOT = resolve(__dirname, "..", "..");
 export const REPO_ROOT = resolve(SDK_ROOT, "..");
 export const AMQP_URL = process.env.RALLY_AMQP_URL ?? DEFAULT_AMQP_URL;
+/** The first node of AMQP_URL, for the test's own plain connections and its proxy. */
+export const FIRST_NODE_URL = nodeUrls(AMQP_URL)[0]!;
 export const RALLY_BIN = process.env.RALLY_BIN ?? join(REPO_ROOT, ".venv", "bin", "rally");
 const WORKER_QUEUES = ["registry", "tasks", "allocator"];
 const DELAY_TIERS = [100, 500, 2000, 10000, 60000];
@@ -126,7 +128,7 @@ export class Fleet {
 }
 
 export async function withChannel<T>(fn: (ch: amqp.Channel) => Promise<T>): Promise<T> {
-  const conn = await amqp.connect(AMQP_URL);
+  const conn = await amqp.connect(FIRST_NODE_URL);
   try {
     const ch = await conn.createChannel();
     ch.on("error", () => undefined);
@@ -159,7 +161,7 @@ export class Proxy {
   port = 0;
 
   async start(): Promise<string> {
-    const target = new URL(AMQP_URL);
+    const target = new URL(FIRST_NODE_URL);
     this.server = createServer((client) => {
       const upstream = tcpConnect(Number(target.port || 5672), target.hostname);
       for (const s of [client, upstream]) {
@@ -175,10 +177,15 @@ export class Proxy {
     await new Promise<void>((res) => this.server!.listen(0, "127.0.0.1", res));
     const address = this.server.address();
     this.port = typeof address === "object" && address !== null ? address.port : 0;
-    const url = new URL(AMQP_URL);
+    const url = new URL(FIRST_NODE_URL);
     url.hostname = "127.0.0.1";
     url.port = String(this.port);
     return url.toString();
+  }
+
+  /** How many client connections pass through it now. */
+  get connections(): number {
+    return this.sockets.size / 2; // a client's socket and its upstream's
   }
 
   /** Cut every connection through the proxy (it keeps accepting new ones). */
