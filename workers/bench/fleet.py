@@ -68,8 +68,11 @@ class RunningFleet:
     store: EventStore  # the fleet's, opened by the bench too: read only
 
     def worker_pids(self) -> dict[str, int]:
-        replicas = len(self.fleet.workers) // len(WORKERS)
-        names = [f"{w}-{r}" for w in WORKERS for r in range(replicas)]
+        """Process name → pid; each registry shard's processes apart (``registry-<k>-<r>``)."""
+        names = self.fleet.worker_names
+        if len(names) != len(self.fleet.workers):  # spawned here, not by Fleet.start_workers
+            replicas = len(self.fleet.workers) // len(WORKERS)
+            names = [f"{w}-{r}" for w in WORKERS for r in range(replicas)]
         return {name: proc.pid for name, proc in zip(names, self.fleet.workers, strict=True)}
 
     def agent_pids(self) -> dict[str, int]:

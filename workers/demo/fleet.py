@@ -23,23 +23,34 @@ class Fleet:
         self.env = dict(env)
         self.log_dir = log_dir
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.worker_names: list[str] = []  # one per worker process started by start_workers
         self.agent_groups: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         return subprocess.Popen(
             [sys.executable, "-m", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal reaches the demo, which stops them
         )
 
-    def start_workers(self, replicas: int) -> None:
+    def start_workers(self, replicas: int, registry_shards: int = 1) -> None:
+        """``replicas`` of each worker; of the registry, that many per shard, named
+        ``registry-<shard>-<replica>`` when there are several (else ``registry-<replica>``)."""
         for worker in WORKERS:
-            for replica in range(replicas):
-                args = ["workers.runtime.process", "--worker", worker, "--replica", str(replica)]
-                self.workers.append(self._spawn(f"{worker}-{replica}", args))
+            shards = registry_shards if worker == "registry" else 1
+            for shard in range(shards):
+                env = {"RALLY_REGISTRY_SHARDS": str(shards), "RALLY_REGISTRY_SHARD": str(shard)}
+                for replica in range(replicas):
+                    args = ["workers.runtime.process", "--worker", worker]
+                    args += ["--replica", str(replica)]
+                    name = f"{worker}-{shard}-{replica}" if shards > 1 else f"{worker}-{replica}"
+                    self.workers.append(self._spawn(name, args, env))
+                    self.worker_names.append(name)
 
     def start_agents(self, group: str, plans: list[AgentPlan], heartbeat_s: float) -> None:
         spec = json.dumps([asdict(p) for p in plans])

@@ -12,11 +12,16 @@ The store reads one category with a prefix filter over the position range
 (``read_all(stream_prefix=...)``): the cost of a catch-up follows the events
 written since the last one (all categories), not the history. A per-category
 index in the store would make it follow the agent events alone.
+
+A registry shard (workers/registry/shards.py) follows its own agents only (``owns``) and
+keeps them in a snapshot of its own name: the records of other shards' agents are skipped
+unread, so its memory, sweeps and snapshots follow its share of the fleet.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -27,7 +32,7 @@ from workers.store.base import EventStore
 
 log = structlog.get_logger(__name__)
 
-SNAPSHOT_NAME = "registry"
+SNAPSHOT_NAME = "registry"  # one shard's (every release before sharding); see Shard.snapshot_name
 SNAPSHOT_EVERY = 500  # agent events folded since the last snapshot
 SNAPSHOT_S = 60.0
 PAGE = 1000
@@ -35,9 +40,18 @@ CODEC = snapshots.Codec([Agent])
 
 
 class AgentFollower:
-    def __init__(self, store: EventStore, agents: dict[str, Agent]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        agents: dict[str, Agent],
+        *,
+        name: str = SNAPSHOT_NAME,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         self.store = store
         self.agents = agents  # the registry's own cache: one dict, one fold
+        self.name = name
+        self.owns = owns or _everyone
         self.position = 0
         self._started = False
         self._saved_at = 0
@@ -47,15 +61,22 @@ class AgentFollower:
     async def start(self) -> set[str]:
         """Snapshot + tail (once); answers the agents the tail moved."""
         self._started = True
-        found = await snapshots.load(self.store, SNAPSHOT_NAME, CODEC)
+        found = await snapshots.load(self.store, self.name, CODEC)
         if found is not None:
             position, state = found
             for agent_id, agent in state["agents"].items():
+                if not self.owns(agent_id):
+                    continue
                 known = self.agents.get(agent_id)
                 if known is None or known.version < agent.version:
                     self.agents[agent_id] = agent
             self.position = self._saved_at = position
-            log.info("registry.snapshot_loaded", position=position, agents=len(state["agents"]))
+            log.info(
+                "registry.snapshot_loaded",
+                name=self.name,
+                position=position,
+                agents=len(self.agents),
+            )
         self._saved_time = _now()
         return await self.catch_up()
 
@@ -71,7 +92,7 @@ class AgentFollower:
             for record in page:
                 self.position = record.position
                 agent_id = agent_of(record.stream)
-                if agent_id is None:
+                if agent_id is None or not self.owns(agent_id):
                     continue
                 state = self.agents.get(agent_id) or Agent(agent_id)
                 if record.version <= state.version:
@@ -100,11 +121,15 @@ class AgentFollower:
         if self.position <= self._saved_at:
             return
         position = self.position
-        await snapshots.save(
-            self.store, SNAPSHOT_NAME, position, CODEC, {"agents": dict(self.agents)}
-        )
+        await snapshots.save(self.store, self.name, position, CODEC, {"agents": dict(self.agents)})
         self._saved_at, self._saved_time, self._folded = position, _now(), 0
-        log.info("registry.snapshot_saved", position=position, agents=len(self.agents))
+        log.info(
+            "registry.snapshot_saved", name=self.name, position=position, agents=len(self.agents)
+        )
+
+
+def _everyone(_agent_id: str) -> bool:
+    return True
 
 
 def _now() -> float:

@@ -5,13 +5,17 @@ last one per agent in memory; the sweeper turns silence into ``AgentLost``.
 The append carries the expected stream version, so of two replicas racing to
 declare the same agent lost exactly one wins; the loser reloads, sees the
 agent lost, and decides nothing.
+
+With several shards (workers/registry/shards.py) a registry knows only the agents it
+owns: it folds, sweeps and counts them alone, and a command for another shard's agent
+is forwarded before anything else is done with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +26,7 @@ from contracts import DeregisterAgent, Heartbeat, RegisterAgent
 from workers.registry.domain import CheckDrained, CheckSilence, Command, HeartbeatSeen, decide
 from workers.registry.follow import AgentFollower
 from workers.registry.holdings import Holdings
+from workers.registry.shards import Shard
 from workers.registry.state import Agent, evolve, fold, stream_of
 from workers.runtime.clock import Clock
 from workers.runtime.conflicts import on_conflict_retry
@@ -33,16 +38,26 @@ log = structlog.get_logger(__name__)
 
 WORKER = "registry"
 PAGE = 1000
+# forwards a command for another shard's agent: True when it did (workers/registry/shards.py)
+Forward = Callable[[Incoming[Any], str], Awaitable[bool]]
 
 
 class Registry:
     def __init__(
-        self, store: EventStore, clock: Clock, settings: WorkerSettings, *, replica: str
+        self,
+        store: EventStore,
+        clock: Clock,
+        settings: WorkerSettings,
+        *,
+        replica: str,
+        forward: Forward | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.replica = replica
+        self.shard = Shard.of(settings)
+        self._forward = forward
         self.agents: dict[str, Agent] = {}  # cache, keyed by id; the version guards it
         self.last_seen: dict[str, datetime] = {}
         self.holdings = Holdings(store)  # what the task history gives each agent
@@ -55,11 +70,16 @@ class Registry:
         self.broker_up: Callable[[], bool] = lambda: True
         self._cut_off = False
         # the agents' fold from a snapshot and the tail of agent-* (every replica follows)
-        self.follower = AgentFollower(store, self.agents)
+        self.follower = AgentFollower(
+            store, self.agents, name=self.shard.snapshot_name, owns=self.shard.owns
+        )
         # The consumer runs deliveries concurrently; one agent's messages must still be
         # decided in the order it sent them (register x, then register x+y). asyncio.Lock
         # is FIFO and is taken before the first await, so delivery order is kept.
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def owns(self, agent_id: str) -> bool:
+        return self.shard.owns(agent_id)
 
     # ---- state ----
     async def load(self, agent_id: str) -> Agent:
@@ -93,9 +113,20 @@ class Registry:
             await self.load_present()  # failover: give every present agent a fresh window
         self._last_delivery = now
 
+    async def _forwarded(self, incoming: Incoming[Any], agent_id: str) -> bool:
+        """Another shard's agent: forwarded (True), and this registry keeps nothing of it."""
+        if self.shard.owns(agent_id):
+            return False
+        await self._noticed()  # a delivery all the same: this replica has the queue
+        if self._forward is None:
+            raise RuntimeError(f"registry shard {self.shard.label} cannot forward: not wired")
+        return await self._forward(incoming, agent_id)
+
     # ---- commands ----
     async def on_register(self, incoming: Incoming[RegisterAgent]) -> None:
         cmd = incoming.payload
+        if await self._forwarded(incoming, cmd.agent_id):
+            return
         async with self._locks[cmd.agent_id]:
             await self._noticed()
             self.last_seen[cmd.agent_id] = self.clock.now()
@@ -103,11 +134,15 @@ class Registry:
 
     async def on_deregister(self, incoming: Incoming[DeregisterAgent]) -> None:
         cmd = incoming.payload
+        if await self._forwarded(incoming, cmd.agent_id):
+            return
         async with self._locks[cmd.agent_id]:
             await self._noticed()
             await self._decide_and_append(cmd.agent_id, cmd, incoming)
 
     async def on_heartbeat(self, incoming: Incoming[Heartbeat]) -> None:
+        if await self._forwarded(incoming, incoming.payload.agent_id):
+            return
         async with self._locks[incoming.payload.agent_id]:
             await self._heartbeat(incoming)
 

@@ -240,6 +240,7 @@ class RegistryLike(Protocol):
     def replica(self) -> str: ...
     @property
     def agents(self) -> Mapping[str, Agent]: ...
+    def owns(self, agent_id: str) -> bool: ...
 
 
 def allocator_samples(allocator: AllocatorLike) -> Iterator[Sample]:
@@ -259,9 +260,12 @@ def allocator_samples(allocator: AllocatorLike) -> Iterator[Sample]:
 
 
 def registry_samples(registry: RegistryLike) -> Iterator[Sample]:
+    """The active replica's agents by state: a registry shard's own agents only, so the sum
+    over the shards' active replicas is the fleet."""
     if not registry.active:
         return
-    counts: Tally[str] = Tally(agent.status for agent in registry.agents.values())
+    agents = list(registry.agents.values())
+    counts: Tally[str] = Tally(a.status for a in agents if registry.owns(a.agent_id))
     for state in AGENT_STATES:
         yield "rally_agents", ("registry", registry.replica, state), float(counts[state])
 

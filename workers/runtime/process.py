@@ -1,6 +1,7 @@
 """One OS process = one replica of one (or more) workers, until SIGTERM or SIGINT.
 
 python -m workers.runtime.process --worker tasks --replica 2
+RALLY_REGISTRY_SHARDS=4 python -m workers.runtime.process --worker registry --shard 1 --replica 0
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     structlog.contextvars.bind_contextvars(worker="+".join(workers), replica=replica)
+    if "registry" in workers and settings.registry_shards > 1:  # one grep follows a shard
+        shard = f"{settings.registry_shard}/{settings.registry_shards}"
+        structlog.contextvars.bind_contextvars(shard=shard)
     with transport_errors():
         async with (
             run_services(settings, workers=workers, replica=replica) as running,
@@ -56,13 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", action="append", required=True, help="registry|tasks|allocator")
     parser.add_argument("--replica", default="0")
     parser.add_argument(
+        "--shard",
+        type=int,
+        metavar="K",
+        help="the registry shard this process runs, 0..RALLY_REGISTRY_SHARDS-1 "
+        "(default: RALLY_REGISTRY_SHARD, else 0)",
+    )
+    parser.add_argument(
         "--metrics-port", type=port_number, metavar="PORT", help="serve Prometheus /metrics"
     )
     args = parser.parse_args(argv)
     configure_logging()
     try:
         gc_policy.apply(os.environ.get("RALLY_GC_THRESHOLDS"))
-        settings = WorkerSettings.from_env()
+        shard = {} if args.shard is None else {"registry_shard": args.shard}
+        settings = WorkerSettings.from_env(**shard)
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 asyncio.run(
