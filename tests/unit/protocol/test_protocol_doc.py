@@ -2,19 +2,23 @@
 
 Reads the document's tables and message lines and checks them against what the workers
 send and accept: contracts/headers.py, the contracts registry and its schema
-annotations, the topology's inbox arguments, and the bundle codec.
+annotations, the registry slots (contracts/shards.py and its vectors) and the publisher's
+routing keys, the topology's inbox arguments, and the bundle codec.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from broker.topology import Topology
+from broker.publisher import routing_key_for
+from broker.topology import REGISTRY_COMMAND_TYPES, Topology
 from contracts import all_types, encode_bundle
 from contracts import headers as h
 from contracts.bundle import BundleMember
 from contracts.schema import message_annotations
+from contracts.shards import SLOTS, fnv1a_32, slot_of
 from tests.support.paths import ROOT
 
 DOC = (ROOT / "docs" / "protocol.md").read_text()
@@ -37,15 +41,67 @@ def test_every_x_rally_header_is_documented_and_every_documented_one_exists() ->
     assert documented == defined
 
 
+def command_rows() -> list[tuple[str, str]]:
+    """(command, routing key as documented) per command named in the routing-key table."""
+    rows = re.findall(r"^\| (`[A-Z][^|]+) \| `([^`]+)` \|", DOC, flags=re.M)
+    return [
+        (name, key.replace("<Type>", name))
+        for names, key in rows
+        for name in re.findall(r"`([A-Za-z]+)`", names)
+    ]
+
+
 def test_command_routing_keys_match_the_contracts() -> None:
     notes = message_annotations()
-    rows = re.findall(r"^\| (`[A-Z][^|]+) \| `([^`]+)` \|", DOC, flags=re.M)
+    rows = command_rows()
     assert rows
-    for names, key in rows:
-        for name in re.findall(r"`([A-Za-z]+)`", names):
-            assert name in notes, name
-            assert notes[name]["kind"] == "command", name
-            assert key.replace("<Type>", name) == notes[name]["routing_key"], name
+    for name, key in rows:
+        assert name in notes, name
+        assert notes[name]["kind"] == "command", name
+        unslotted = key.removesuffix(".<slot>")
+        assert unslotted == notes[name]["routing_key"], name
+
+
+def test_the_slotted_commands_are_the_ones_the_publisher_slots() -> None:
+    """What the table gives a slot is what the Python publisher sends with one, and what the
+    registry's shard 0 takes unslotted: no more, no fewer."""
+    types = all_types()
+    agent_id = "agent-1"
+    slotted = {name for name, key in command_rows() if key.endswith(".<slot>")}
+    assert slotted == set(REGISTRY_COMMAND_TYPES)
+    for name, key in command_rows():
+        fields: dict[str, Any] = {}
+        if "agent_id" in types[name].model_fields:
+            fields["agent_id"] = agent_id
+        payload = types[name].model_construct(**fields)
+        expected = key.replace("<slot>", str(slot_of(agent_id)))
+        assert routing_key_for(payload) == expected, name
+
+
+def test_the_slot_rule_and_its_vectors_are_the_references() -> None:
+    """The pseudo-code's constants and modulus are contracts/shards.py's, and every vector
+    the document quotes is in contracts/vectors/slots.json with the same figures."""
+    code = re.search(
+        r"\n    h = (0x[0-9A-F]+)[^\n]*\n(?:    [^\n]*\n)*?    slot = h mod (\d+)", DOC
+    )
+    assert code is not None
+    assert int(code.group(1), 16) == fnv1a_32(b"")
+    assert int(code.group(2)) == SLOTS
+    assert f"(h * 0x{0x01000193:08X}) mod 2^32" in DOC  # the FNV prime
+    vectors = json.loads((ROOT / "contracts" / "vectors" / "slots.json").read_text())
+    by_id = {v["agent_id"]: v for v in vectors["vectors"]}
+    quoted = re.findall(
+        r"`([^`]+)`\s+gives\s+FNV-1a\s+`(\d+)`,\s+slot\s+`(\d+)`,\s+key\s+`([^`]+)`", DOC
+    )
+    assert len(quoted) >= 2
+    for agent_id, fnv, slot, key in quoted:
+        vector = by_id[agent_id]
+        assert (int(fnv), int(slot), key) == (
+            vector["fnv1a_32"],
+            vector["slot"],
+            vector["heartbeat_routing_key"],
+        )
+        assert slot_of(agent_id) == int(slot)
 
 
 def test_every_field_named_in_a_message_line_exists() -> None:
