@@ -44,6 +44,7 @@ from broker.inspect import (
     vhost_of,
 )
 from broker.topology import Topology
+from contracts.shards import SLOTS
 from workers.runtime.settings import WORKERS
 from workers.scaling import (
     Mode,
@@ -115,17 +116,40 @@ class ScalingReport:
         }
 
 
-def watched_queues(topology: Topology, workers: Sequence[str] = WORKERS) -> list[WatchedQueue]:
-    """Each worker's queue and its dead-letter queue."""
+def watched_queues(
+    topology: Topology, workers: Sequence[str] = WORKERS, *, registry_shards: int = 1
+) -> list[WatchedQueue]:
+    """Each worker's queue (each registry shard's) and its dead-letter queue."""
     out: list[WatchedQueue] = []
     for worker in workers:
-        name = topology.worker_queue(worker)
+        names = (
+            topology.registry_queues(registry_shards)
+            if worker == "registry"
+            else [topology.worker_queue(worker)]
+        )
         mode = Mode.SINGLE_ACTIVE if worker in SINGLE_ACTIVE_WORKERS else Mode.COMPETING
-        out += [
-            WatchedQueue(name, worker, mode),
-            WatchedQueue(f"{name}.dlq", worker, Mode.DEAD_LETTER),
-        ]
+        for name in names:
+            out += [
+                WatchedQueue(name, worker, mode),
+                WatchedQueue(f"{name}.dlq", worker, Mode.DEAD_LETTER),
+            ]
     return out
+
+
+async def registry_shard_count(conn: BrokerConnection) -> int:
+    """How many registry shards the broker has queues for (shard 0 declares them all).
+
+    Shards are numbered from 0 without gaps, so the first missing queue ends the count: a
+    probe per shard plus one, not one per possible shard.
+    """
+    count = 1
+    while count < SLOTS:
+        name = conn.topology.registry_queue(count, count + 1).name
+        (stats,) = await queue_stats(conn, [name])
+        if not stats.exists:
+            break
+        count += 1
+    return count
 
 
 async def handled_by_worker(store: EventStore, after: int, upto: int) -> dict[str, int]:
@@ -158,7 +182,7 @@ async def sample_scaling(
     if not interval_s > 0:
         raise ValueError(f"the sampling interval must be above 0 seconds, got {interval_s}")
     policy = policy or ScalingPolicy()
-    queues = watched_queues(conn.topology)
+    queues = watched_queues(conn.topology, registry_shards=await registry_shard_count(conn))
     names = [q.name for q in queues]
     started = time.monotonic()
     first_position = await store.last_position()

@@ -25,7 +25,12 @@ from broker.settings import BrokerSettings
 from broker.topology import Topology
 from workers.allocator.holds import read_holds
 from workers.dlq import dead_letter_counts, open_archive
-from workers.queue_signals import DEFAULT_INTERVAL_S, sample_scaling
+from workers.queue_signals import (
+    DEFAULT_INTERVAL_S,
+    registry_shard_count,
+    sample_scaling,
+    watched_queues,
+)
 from workers.readmodels import read_health
 from workers.readmodels.agents import agent_list, fleet_runner
 from workers.readmodels.task_queries import count_by_state
@@ -62,6 +67,9 @@ def register(sub: Any) -> None:
         help="never suggest more replicas than this (default %(default)s)",
     )
     parser.set_defaults(func=run)
+
+
+STATUS_INBOXES = 50  # inboxes shown by `rally status`; a look per queue is a round trip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +123,8 @@ async def collect(
             await archive.close()
         conn = await BrokerConnection(settings, role="status").connect()
         try:
-            stats = await queue_stats(conn, _queue_names(conn.topology, agents))
+            shards = await registry_shard_count(conn)
+            stats = await queue_stats(conn, _queue_names(conn.topology, agents, shards))
             # the store stays open: its event positions mark the sampling window
             scaling = await sample_scaling(
                 conn,
@@ -158,10 +167,13 @@ async def collect(
     }
 
 
-def _queue_names(topology: Topology, agents: list[dict[str, Any]]) -> list[str]:
-    names = [topology.worker_queue(w) for w in WORKERS]
-    names += [topology.inbox_queue(a["agent_id"]).name for a in agents if a["status"] != "left"]
-    return [*names, *(f"{n}.dlq" for n in names), topology.shared_dlq]
+def _queue_names(topology: Topology, agents: list[dict[str, Any]], shards: int) -> list[str]:
+    """The worker queues, and the inboxes of the first agents: a look per queue costs a round
+    trip, so a fleet of thousands shows its inboxes through ``rally agents``, not here."""
+    names = [q.name for q in watched_queues(topology, WORKERS, registry_shards=shards)]
+    present = [a["agent_id"] for a in agents if a["status"] != "left"][:STATUS_INBOXES]
+    inboxes = [topology.inbox_queue(agent_id).name for agent_id in present]
+    return [*names, *inboxes, *(f"{n}.dlq" for n in inboxes), topology.shared_dlq]
 
 
 def render(console: Console, status: dict[str, Any]) -> None:

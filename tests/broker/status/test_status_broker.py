@@ -174,3 +174,22 @@ async def test_an_unreachable_management_api_falls_back_to_the_store_and_says_so
     assert "management API" in scaling["notes"][0]
     assert "secret" not in scaling["notes"][0]  # the password is redacted
     assert [q["worker"] for q in scaling["queues"]] == ["tasks", "tasks"]
+
+
+async def test_every_registry_shard_queue_is_watched(
+    broker: BrokerConnection, broker_settings: BrokerSettings, store_url: str
+) -> None:
+    # three shards' queues, as a sharded registry declares them; nothing says how many run
+    channel = await broker.channel(confirms=False)
+    try:
+        for shard in range(3):
+            await declare_queue(broker, channel, broker.topology.registry_queue(shard, 3))
+    finally:
+        await channel.close()
+    status = await collect(store_url, broker_settings, interval_s=0.2)
+    names = {q["queue"] for q in status["queues"]}
+    watched = {q["queue"] for q in status["scaling"]["queues"]}
+    shards = {broker.topology.registry_queue(k, 3).name for k in range(3)}
+    assert shards <= names
+    assert shards | {f"{n}.dlq" for n in shards} <= watched
+    assert broker.topology.registry_queue(3, 4).name not in watched  # the count stops there
