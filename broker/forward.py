@@ -11,8 +11,7 @@ started with different counts could otherwise pass a message round for ever.
 
 **Queues no shard runs.** When the registry's shard count goes down, the queues of the shards
 that no longer run keep their slot bindings, and would take a copy of every command for those
-slots with nobody to read it. :func:`unbind_left_queues` removes those bindings (and deletes
-such a queue once empty).
+slots with nobody to read it. :func:`unbind_left_queues` removes those bindings.
 """
 
 from __future__ import annotations
@@ -66,50 +65,32 @@ class LeftQueue:
     """A queue some earlier configuration declared, and the bindings it must no longer hold."""
 
     name: str
-    dlq: str
     bindings: tuple[tuple[str, str], ...]  # (exchange, routing key)
 
 
 async def unbind_left_queues(conn: BrokerConnection, queues: Iterable[LeftQueue]) -> list[str]:
-    """Unbind each queue, in order, up to the first that does not exist; delete it (and its
-    dead-letter queue) if empty.
+    """Unbind each queue, in order, up to the first that does not exist; answers those found.
 
-    A shard count ``m`` declares the queues of shards 1..m-1 together, and this removes them
-    from the bottom up, so past the first missing queue there is nothing to find: one
-    passive declare where nothing was left (on a channel of its own: a missing queue closes
-    it). Answers the names of those that still hold messages (kept, for the operator).
+    A shard count ``m`` declares the queues of shards 1..m-1 together, so past the first
+    missing one there is nothing to find: one passive declare where nothing was left (on a
+    channel of its own, as a missing queue closes it). A queue found is only unbound, never
+    deleted: quorum queues cannot be deleted "if empty", and a message routed to it just
+    before the unbind would be lost with it. Deleting it is the operator's, once it is empty.
     """
-    kept: list[str] = []
+    found: list[str] = []
     for queue in queues:
         channel = await conn.connection.channel(publisher_confirms=False)
         try:
             try:
-                found = await channel.declare_queue(queue.name, passive=True, robust=False)
+                declared = await channel.declare_queue(queue.name, passive=True, robust=False)
             except aio_pika.exceptions.ChannelClosed:
-                break  # never declared, or removed with those above it by an earlier run
+                break  # never declared, or deleted by the operator with those above it
             for exchange, key in queue.bindings:
-                await found.unbind(exchange, routing_key=key)  # a no-op where never bound
-            waiting = int(found.declaration_result.message_count or 0)
-            if waiting:
-                kept.append(queue.name)
-                log.warning("registry.left_queue_not_empty", queue=queue.name, messages=waiting)
-                continue
-            await channel.queue_delete(queue.name, if_empty=True)
-            log.info("registry.left_queue_deleted", queue=queue.name)
+                await declared.unbind(exchange, routing_key=key)  # a no-op where never bound
+            waiting = int(declared.declaration_result.message_count or 0)
+            found.append(queue.name)
+            log.warning("registry.left_queue_unbound", queue=queue.name, messages=waiting)
         finally:
             if not channel.is_closed:
                 await channel.close()
-        await _delete_if_empty(conn, queue.dlq)
-    return kept
-
-
-async def _delete_if_empty(conn: BrokerConnection, name: str) -> None:
-    # a DLQ with dead letters is the operator's to read; an empty one is only clutter
-    channel = await conn.connection.channel(publisher_confirms=False)
-    try:
-        await channel.queue_delete(name, if_empty=True)
-    except aio_pika.exceptions.ChannelClosed:
-        pass  # not empty (PRECONDITION_FAILED) or gone: either way, leave it
-    finally:
-        if not channel.is_closed:
-            await channel.close()
+    return found

@@ -77,9 +77,10 @@ class RegistryService:
         conn, count = self.ctx.conn, self.shard.count
         for k in range(1, count):
             await declare_for_others(conn, conn.topology.registry_queue(k, count))
-        kept = await unbind_left_queues(conn, left_queues(conn.topology, count))
-        if kept:  # unbound, so nothing more arrives; what is there waits for the operator
-            log.warning("registry.left_queues_hold_messages", queues=kept)
+        left = await unbind_left_queues(conn, left_queues(conn.topology, count))
+        if left:  # unbound: nothing more arrives; what they hold, and the queues, are the
+            # operator's to move or delete (docs/operations.md)
+            log.warning("registry.left_queues", queues=left)
 
     async def _sweep_forever(self) -> None:
         interval = self.ctx.settings.sweep_interval_s

@@ -122,5 +122,5 @@ def left_queues(topology: Topology, shards: int) -> list[LeftQueue]:
     out = []
     for k in range(max(shards, 1), SLOTS):
         name = topology.registry_queue(k, SLOTS).name
-        out.append(LeftQueue(name, f"{name}.dlq", every_slot))
+        out.append(LeftQueue(name, every_slot))
     return out
