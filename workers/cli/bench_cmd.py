@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from workers.bench.allocator_cli import register_allocator
 from workers.bench.celery_peer import POOLS
 from workers.bench.options import DEFAULT_PG_URL, PARTS, BenchOptions
 
@@ -127,6 +128,7 @@ def register(sub: Any) -> None:
     parts.required = False  # `rally bench` alone is the bench it always was
     register_history(parts)
     register_fleet(parts)
+    register_allocator(parts)
 
 
 def register_fleet(sub: Any) -> None:
