@@ -9,6 +9,9 @@
  * before the first submit, and every submit names it as `reply_to`, so the TaskOutcome
  * comes back there. It takes notices only from service users (RALLY_SERVICE_USERS and its
  * own user) and only for tasks it submitted. A TaskRefused fails the handle at once.
+ *
+ * A task's state and history come over the broker too: `view()`, `state()` and `history()`
+ * send a QueryTask, answered with a TaskView in the same inbox (no access to the store).
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -16,7 +19,8 @@ import {
 } from "./errors";
 import { handleDelivery, type Incoming } from "./inbox";
 import { jsonLogger, type Logger } from "./log";
-import { type Json, Names, type TaskAccepted, type TaskOutcome, type TaskRefused } from "./protocol";
+import { type Json, Names, type TaskAccepted, type TaskOutcome, type TaskRefused, type TaskView, type TimelineEntry } from "./protocol";
+import { QueryBook } from "./queries";
 import { ReliableSender } from "./sender";
 import { brokerUser, serviceUsers, settingsFromEnv, type Settings } from "./settings";
 import { Transport } from "./transport";
@@ -109,6 +113,7 @@ export class Client {
   private transport: Transport | undefined;
   private sender: ReliableSender | undefined;
   private connecting: Promise<void> | undefined;
+  private readonly queries = new QueryBook();
 
   constructor(options: ClientOptions = {}) {
     this.settings = settingsFromEnv(options.settings);
@@ -197,6 +202,41 @@ export class Client {
     await this.sender!.deliver(this.sender!.wrap("CancelTask", { task_id: taskId, reason }));
   }
 
+  // ---- reads (a query the task manager answers) ----
+  /** The task as the task manager has it now (`found` false if not, or not ours); TimeoutError if no answer. */
+  view(task: string | TaskHandle, options: { timeoutS?: number } = {}): Promise<TaskView> {
+    return this.query(task, true, options.timeoutS ?? 10);
+  }
+
+  /** The task's current state; null if the task manager has never heard of it (or it is not ours to read). */
+  async state(task: string | TaskHandle, options: { timeoutS?: number } = {}): Promise<TaskView | null> {
+    const view = await this.query(task, false, options.timeoutS ?? 10);
+    return view.found ? view : null;
+  }
+
+  /** What happened to the task, oldest first, in words (the latest 200 events). */
+  async history(task: string | TaskHandle, options: { timeoutS?: number } = {}): Promise<TimelineEntry[]> {
+    return (await this.query(task, true, options.timeoutS ?? 10)).timeline ?? [];
+  }
+
+  private async query(task: string | TaskHandle, timeline: boolean, timeoutS: number): Promise<TaskView> {
+    await this.open();
+    const taskId = typeof task === "string" ? this.canonical(task) : task.taskId;
+    const envelope = this.sender!.wrap("QueryTask", { task_id: taskId, timeline });
+    const answer = this.queries.expect(envelope.id); // before the query leaves
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new TimeoutError(`no answer about task ${taskId} within ${timeoutS}s`)), timeoutS * 1000);
+    });
+    try {
+      await Promise.race([this.sender!.sendOnce(envelope), expired]);
+      return await Promise.race([answer, expired]);
+    } finally {
+      clearTimeout(timer);
+      this.queries.forget(envelope.id);
+    }
+  }
+
   private slot(taskId: string): Pending {
     let pending = this.pending.get(taskId);
     if (pending === undefined) {
@@ -249,6 +289,11 @@ export class Client {
           this.pending.delete(accepted.task_id);
           this.slot(dup).promise.then(mine.resolve, mine.reject);
         }
+        return true;
+      }
+      case "TaskView": {
+        const view = envelope.payload as unknown as TaskView;
+        if (!this.queries.answer(envelope.causation_id, view)) this.log("info", "sdk.answer_unclaimed", { task_id: view.task_id });
         return true;
       }
       default:

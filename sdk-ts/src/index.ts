@@ -7,7 +7,7 @@ export {
   TaskOutcomeError, TaskRefusedError, TimeoutError,
 } from "./errors";
 export { BUNDLE_CONTENT_TYPE, BundleTooLarge, decodeBundle, encodeBundle, type BundleMember } from "./bundle";
-export { commandRoutingKey, type Envelope, type Json, Names, routingKey, wrap } from "./protocol";
+export { commandRoutingKey, type Envelope, type Json, Names, routingKey, type TaskState, type TaskView, type TimelineEntry, wrap } from "./protocol";
 export { registryRoutingKey, SLOTS, slotOf } from "./slots";
 export { jsonLogger, type Logger, type Level } from "./log";
 export { BrokerConfigError, parseNodes } from "./nodes";

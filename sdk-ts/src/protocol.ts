@@ -152,6 +152,35 @@ export interface TaskAccepted {
   task_id: string;
   duplicate_of?: string | null;
 }
+/** contracts/tasks.py TaskState. */
+export type TaskState = "pending" | "assigned" | "running" | "succeeded" | "failed" | "cancelled" | "dead";
+/** One recorded event of a task, as a person reads it (contracts/queries.py TimelineEntry). */
+export interface TimelineEntry {
+  version: number;
+  type: string;
+  at: string;
+  summary: string;
+}
+/** The answer to QueryTask: the task as the task manager's own fold has it now. */
+export interface TaskView {
+  task_id: string;
+  /** false: no such task, or not the asker's to read */
+  found: boolean;
+  state?: TaskState | null;
+  capability?: string | null;
+  attempt?: number;
+  agent_id?: string | null;
+  result?: Json;
+  error?: string | null;
+  stream_version?: number;
+  updated_at?: string | null;
+  /** the latest events, oldest first (at most 200; `earlier_events` counts those left out) */
+  timeline?: TimelineEntry[];
+  earlier_events?: number;
+  result_omitted?: boolean;
+  /** its history left the hot store: `state` is its final one, with no timeline */
+  expired?: boolean;
+}
 
 // ---- names ----
 export class Names {

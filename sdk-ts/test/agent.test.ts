@@ -193,3 +193,29 @@ test("an inbox an earlier release created as a quorum queue is taken as it is", 
   assert.equal(await client.submit("upgraded", {}).result({ timeoutS: 30 }), "still served");
   await agent.stop();
 });
+
+test("a client reads a task's state and history over the broker (QueryTask answered by TaskView)", async () => {
+  const agent = newAgent("query");
+  agent.capability("query", async (task: Task) => {
+    task.progress(0.5, "half way");
+    return { done: task.payload };
+  });
+  await agent.start();
+  const handle = await client.submit("query", { n: 3 });
+  assert.deepEqual(await handle.result({ timeoutS: 30 }), { done: { n: 3 } });
+  const view = await client.view(handle);
+  assert.equal(view.task_id, handle.taskId);
+  assert.equal(view.found, true);
+  assert.equal(view.state, "succeeded");
+  assert.equal(view.capability, "query");
+  assert.equal(view.agent_id, agent.agentId);
+  assert.deepEqual(view.result, { done: { n: 3 } });
+  const types = (await client.history(handle.taskId)).map((e) => e.type);
+  assert.deepEqual([types[0], types[types.length - 1]], ["TaskSubmitted", "TaskSucceeded"]);
+  assert.ok(types.includes("TaskProgressed"), types.join(","));
+  const state = await client.state(handle.taskId);
+  assert.equal(state?.state, "succeeded");
+  assert.deepEqual(state?.timeline ?? [], []); // asked without the timeline
+  assert.equal(await client.state("00000000-0000-4000-8000-000000000000"), null);
+  await agent.stop();
+});

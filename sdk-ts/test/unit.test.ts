@@ -5,7 +5,8 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { BundleTooLarge, decodeBundle, encodeBundle } from "../src/bundle";
 import { renewDelayMs } from "../src/lease";
-import { parseEnvelope, routingKey, wrap } from "../src/protocol";
+import { parseEnvelope, routingKey, type TaskView, wrap } from "../src/protocol";
+import { QueryBook } from "../src/queries";
 import { nodeUrls } from "../src/settings";
 
 const ROOT = join(__dirname, "..", "..", "..");
@@ -80,4 +81,19 @@ test("a cluster URL lists its nodes with the shared credentials and vhost", () =
   assert.deepEqual(nodeUrls("amqp://u:p@h1:5672,h2:5673/v"), ["amqp://u:p@h1:5672/v", "amqp://u:p@h2:5673/v"]);
   assert.deepEqual(nodeUrls("amqp://a/,amqp://b/"), ["amqp://a/", "amqp://b/"]);
   assert.deepEqual(nodeUrls("amqp://guest:guest@127.0.0.1:5672/"), ["amqp://guest:guest@127.0.0.1:5672/"]);
+});
+
+test("an answer goes to the query it names as its cause, once; an unasked or forgotten one is unclaimed", async () => {
+  const book = new QueryBook();
+  const view: TaskView = { task_id: "t", found: false };
+  const answer = book.expect("q1");
+  assert.equal(book.answer("q2", view), false);
+  assert.equal(book.answer(null, view), false);
+  assert.equal(book.answer("q1", view), true);
+  assert.equal(await answer, view);
+  assert.equal(book.answer("q1", view), false);
+  void book.expect("q3");
+  book.forget("q3");
+  assert.equal(book.answer("q3", view), false);
+  assert.equal(book.size, 0);
 });
