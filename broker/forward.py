@@ -27,13 +27,9 @@ from broker.connection import BrokerConnection
 from broker.delivery import int_header
 from broker.publisher import Publisher
 from broker.router import Incoming
-from contracts.headers import ORIGINAL_USER_ID
+from contracts.headers import FORWARDS, ORIGINAL_USER_ID
 
 log = structlog.get_logger(__name__)
-
-# How many times a copy was forwarded (set by a worker, so honoured only from a service user:
-# broker/trust.py drops x-rally-* headers from anyone else). Belongs in contracts/headers.py.
-FORWARDS = "x-rally-forwards"
 
 
 def forwards_of(headers: Mapping[str, Any]) -> int:

@@ -49,6 +49,9 @@ POSITION = "x-rally-position"
 STREAM = "x-rally-stream"
 VERSION = "x-rally-version"
 
+# ---- registry shards (broker/forward.py) ----
+FORWARDS = "x-rally-forwards"  # how many times a registry shard re-published it to another
+
 # ---- bundles ----
 BUNDLE_COUNT = "x-rally-bundle"  # how many members (for people reading queues)
 
