@@ -101,14 +101,21 @@ export class Fleet {
     const ns = this.namespace;
     const queues = [
       ...WORKER_QUEUES.flatMap((w) => [`${ns}.q.${w}`, `${ns}.q.${w}.dlq`]),
+      // the other registry shards' queues, when RALLY_REGISTRY_SHARDS runs more than one
+      ...Array.from({ length: Math.max(0, this.registryShards() - 1) }, (_, k) => [`${ns}.q.registry.${k + 1}`, `${ns}.q.registry.${k + 1}.dlq`]).flat(),
       ...DELAY_TIERS.map((ms) => `${ns}.delay.t${ms}ms`),
       `${ns}.clients.dlq`,
+      `${ns}.inboxes.dlq`, // the agent inboxes' shared DLQ, where the topology has one
       ...[...this.inboxes].flatMap((id) => [`${ns}.inbox.${id}`, `${ns}.inbox.${id}.dlq`]),
     ];
     await withChannel(async (ch) => {
       for (const q of queues) await ch.deleteQueue(q);
       for (const e of EXCHANGES) await ch.deleteExchange(`${ns}.${e}`);
     }).catch(() => undefined);
+  }
+
+  private registryShards(): number {
+    return Number(this.env().RALLY_REGISTRY_SHARDS ?? "1") || 1;
   }
 
   /** An agent id in this fleet whose inbox is removed at the end. */
