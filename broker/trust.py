@@ -59,7 +59,7 @@ class Trust:
         return self.policy.is_service(principal)
 
     def keep_user(self, user_id: str | None, headers: dict[str, Any]) -> None:
-        """Pin the first sender on a copy we re-publish under our own user."""
-        user = self.acting_user(user_id, headers)
-        if user:
-            headers[ORIGINAL_USER_ID] = user
+        """Pin who the copy we re-publish acts for: exactly its principal ("" for nobody), so
+        a copy never gains the rights of a vouched publisher that handed it on (another
+        service user's forward, an operator's replay of a letter with no recorded sender)."""
+        headers[ORIGINAL_USER_ID] = self.principal(user_id, headers) or ""
