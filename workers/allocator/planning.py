@@ -29,6 +29,7 @@ import structlog
 
 from contracts import LeaseGranted, ResourceDeclared
 from contracts.errors import MessageTooLarge
+from workers.allocator.candidates import Key, Shelf, order_key
 from workers.allocator.leases import (
     LeaseCommand,
     free_units,
@@ -64,74 +65,107 @@ SET_ASIDE_S = 5.0  # a task whose placement raised is tried again after this lon
 
 def place(proj: Projection, now: datetime, plan: Plan) -> None:
     # only the candidates of each task's capability are looked at (the index), never the
-    # fleet; what this round places is counted here until its events come back
+    # fleet, and of those only the best few (the index keeps them in placement's order);
+    # what this round places is counted here until its events come back
     index = proj.candidates()
     placed_now: dict[str, int] = defaultdict(int)
+    filled: dict[str, int] = defaultdict(int)  # free agents of a capability this round filled
+    shelf: Shelf = []
+    refusals: dict[UUID, set[str]] = defaultdict(set)  # task -> agents it is not offered to
+    for (task_id, agent_id), until in proj.avoid.items():
+        if until > now:
+            refusals[task_id].add(agent_id)
 
     def load(agent: AgentView) -> int:
         return len(agent.inflight) + placed_now[agent.agent_id]
+
+    def key_now(agent_id: str) -> Key | None:
+        agent = proj.agents[agent_id]
+        busy = load(agent)
+        return order_key(agent_id, busy, agent.capacity) if busy < agent.capacity else None
 
     full: set[str] = set()  # capabilities with no free slot left: skip their tasks fast
     ready = sorted(
         (t for t in proj.tasks.values() if t.placeable),
         key=lambda t: (-t.task.spec.priority if t.task.spec else 0, t.seq),
     )
-    for open_task in ready:
-        task = open_task.task
-        spec = task.spec
-        if spec is None or proj.set_aside.get(task.task_id, now) > now:
-            continue
-        capability = spec.capability
-        resources = tuple(dict.fromkeys(spec.resources))
-        undeclared = [r for r in resources if not _declared(proj, plan, r)]
-        if undeclared:
-            _wait(
-                proj,
-                plan,
-                task.task_id,
-                f"resource {', '.join(map(repr, undeclared))} "
-                f"{'is' if len(undeclared) == 1 else 'are'} not declared",
-            )
-            continue
-        able = index.able_count(capability)
-        if capability in full:
-            _wait(proj, plan, task.task_id, _no_slot(capability, able))
-            continue
-        free = [
-            a
-            for a in map(proj.agents.__getitem__, index.free_of(capability))
-            if load(a) < a.capacity
-        ]
-        candidates = [a for a in free if proj.avoid.get((task.task_id, a.agent_id), now) <= now]
-        if not candidates:
-            if not free:
-                full.add(capability)
+    try:
+        for open_task in ready:
+            task = open_task.task
+            spec = task.spec
+            if spec is None or proj.set_aside.get(task.task_id, now) > now:
+                continue
+            capability = spec.capability
+            resources = tuple(dict.fromkeys(spec.resources))
+            undeclared = [r for r in resources if not _declared(proj, plan, r)]
+            if undeclared:
+                _wait(
+                    proj,
+                    plan,
+                    task.task_id,
+                    f"resource {', '.join(map(repr, undeclared))} "
+                    f"{'is' if len(undeclared) == 1 else 'are'} not declared",
+                )
+                continue
+            able = index.able_count(capability)
+            if capability in full:
                 _wait(proj, plan, task.task_id, _no_slot(capability, able))
-            else:
-                _wait(proj, plan, task.task_id, f"refused by every free agent with {capability!r}")
-            continue
-        busy = [r for r in resources if free_units(proj, plan, r) <= 0]
-        if busy:
-            # not all its resources can be held now: it waits, and keeps its turn
-            _wait(proj, plan, task.task_id, f"every unit of {', '.join(map(repr, busy))} is held")
-            continue
-        best = min(candidates, key=lambda a: (load(a) / a.capacity, load(a), a.agent_id))
-        reason = (
-            f"least loaded of {len(candidates)} agent{'s' if len(candidates) != 1 else ''} "
-            f"with {capability!r} ({load(best)}/{best.capacity} busy)"
-        )
-        if resources:
-            reason += f", holding {', '.join(resources)}"
-        try:
-            placed = _assign(proj, plan, open_task, resources, best, reason, now)
-        except Exception as exc:  # this task alone: the others are still placed
-            log.warning("allocator.set_aside", task_id=str(task.task_id), error=repr(exc))
-            proj.set_aside[task.task_id] = now + timedelta(seconds=SET_ASIDE_S)
-            _wait(proj, plan, task.task_id, f"set aside: its placement failed: {exc!r}")
-            continue
-        if placed:
-            proj.waits.pop(task.task_id, None)
-            placed_now[best.agent_id] += 1
+                continue
+            free = len(index.free_of(capability)) - filled[capability]
+            refused = refusals.get(task.task_id, _NONE)
+            avoided = sum(
+                1 for a in refused if a in index.free_of(capability) and key_now(a) is not None
+            )
+            if free - avoided <= 0:
+                if free <= 0:
+                    full.add(capability)
+                    _wait(proj, plan, task.task_id, _no_slot(capability, able))
+                else:
+                    why = f"refused by every free agent with {capability!r}"
+                    _wait(proj, plan, task.task_id, why)
+                continue
+            busy = [r for r in resources if free_units(proj, plan, r) <= 0]
+            if busy:
+                # not all its resources can be held now: it waits, and keeps its turn
+                why = f"every unit of {', '.join(map(repr, busy))} is held"
+                _wait(proj, plan, task.task_id, why)
+                continue
+            picked = index.pick(capability, key_now, refused, shelf)
+            if picked is None:  # never expected (counted free above): the scan, and say so
+                log.error("allocator.index_out_of_step", capability=capability)
+                picked = min(
+                    (a for a in index.free_of(capability) if a not in refused and key_now(a)),
+                    key=lambda a: key_now(a) or (0.0, 0, a),
+                )
+            best = proj.agents[picked]
+            candidates = free - avoided
+            reason = (
+                f"least loaded of {candidates} agent{'s' if candidates != 1 else ''} "
+                f"with {capability!r} ({load(best)}/{best.capacity} busy)"
+            )
+            if resources:
+                reason += f", holding {', '.join(resources)}"
+            try:
+                placed = _assign(proj, plan, open_task, resources, best, reason, now)
+            except Exception as exc:  # this task alone: the others are still placed
+                log.warning("allocator.set_aside", task_id=str(task.task_id), error=repr(exc))
+                proj.set_aside[task.task_id] = now + timedelta(seconds=SET_ASIDE_S)
+                _wait(proj, plan, task.task_id, f"set aside: its placement failed: {exc!r}")
+                continue
+            if placed:
+                proj.waits.pop(task.task_id, None)
+                placed_now[best.agent_id] += 1
+                moved = key_now(best.agent_id)
+                if moved is None:  # full now: one free agent fewer for each of its capabilities
+                    for each in index.capabilities_of(best.agent_id):
+                        filled[each] += 1
+                else:
+                    index.moved(best.agent_id, moved)
+    finally:
+        index.restore(shelf)
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _no_slot(capability: str, able: int) -> str:

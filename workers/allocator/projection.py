@@ -157,6 +157,8 @@ class Projection:
             view.capabilities,
             placeable=view.status == "live" and agents.stream_of(agent_id) not in self.held,
             has_slot=len(view.inflight) < view.capacity,
+            load=len(view.inflight),
+            capacity=view.capacity,
         )
 
     def resource(self, name: str) -> ResourceView:
