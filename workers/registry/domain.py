@@ -7,7 +7,9 @@ service keeps the last one in memory and asks ``decide`` only when it matters
 
 A draining agent leaves when the task history says it holds nothing (``held``,
 workers/registry/holdings.py), never on its heartbeat's word: a task started
-after the last beat would be handed back while it still runs.
+after the last beat would be handed back while it still runs. Its final goodbye
+(``drain: false``) is taken the same way: the reports sent just before it travel
+through another queue and may not be recorded yet.
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ def _deregister(state: Agent, cmd: DeregisterAgent, held: int | None) -> list[Ev
     if not state.present:
         return []
     if not cmd.drain:
+        if state.status == "draining" and held != 0:
+            # a drained agent's goodbye: its last reports (to the task manager's queue) may
+            # still be on their way, and handing those tasks back would lose their results.
+            # It leaves once the history gives it nothing (the sweeper asks), or is lost.
+            return []
         return [AgentLeft(agent_id=state.agent_id)]
     events: list[Event] = []
     if state.status == "live":

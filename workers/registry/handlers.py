@@ -225,8 +225,10 @@ class Registry:
 
     async def _held(self, state: Agent, command: Command) -> int | None:
         """How many tasks the task history gives the agent, when the decision needs it."""
-        drain = isinstance(command, DeregisterAgent) and command.drain
-        if not drain and not (state.status == "draining" and _drain_check(command)):
+        leaving = isinstance(command, DeregisterAgent) and (
+            command.drain or state.status == "draining"
+        )
+        if not leaving and not (state.status == "draining" and _drain_check(command)):
             return None
         return len(await self.holdings.held_by(state.agent_id))
 

@@ -71,3 +71,16 @@ def test_drain_with_nothing_running_leaves_at_once_and_no_drain_leaves_now() -> 
     assert [type(e) for e in events] == [AgentDraining, AgentLeft]
     now = DeregisterAgent(agent_id="a", drain=False)
     assert [type(e) for e in decide(live(), now, clock.now(), held=5)] == [AgentLeft]
+
+
+def test_a_drained_agents_goodbye_waits_for_its_last_reports() -> None:
+    draining = fold("a", [*decide(Agent("a"), REG, clock.now()), AgentDraining(agent_id="a")])
+    goodbye = DeregisterAgent(agent_id="a", drain=False)
+    # its last report is still on its way to the task manager: handing the task back would
+    # lose its result, so it stays draining until the history gives it nothing
+    assert decide(draining, goodbye, clock.now(), held=1) == []
+    assert decide(draining, goodbye, clock.now()) == []
+    assert [type(e) for e in decide(draining, goodbye, clock.now(), held=0)] == [AgentLeft]
+    assert [type(e) for e in decide(draining, CheckDrained("a"), clock.now(), held=0)] == [
+        AgentLeft
+    ]
