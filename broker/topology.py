@@ -21,12 +21,12 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
                        + events ALLOCATOR_EVENT_KEYS  single active consumer
       ns.dashboard.<id> commands registry.Heartbeat   a dashboard's tap: exclusive,
                                                       no acks, bounded, drops oldest
-      ns.inbox.<id>    inbox <id>                     one per agent, expires unused;
-                                                      classic v2 (an earlier release's
-                                                      quorum inbox is kept as it is)
+      ns.inbox.<id>    inbox <id>                     one per agent, expires unused; classic
+                                                      v1 (quorum on a cluster); older kept
       ns.delay.<tier>  retry <tier>.#                 message TTL = tier, then back to work
       <queue>.dlq      dlx <queue>                    the dead letters of each work queue
       ns.clients.dlq   dlx ns.clients.dlq             dead letters of clients' private inboxes
+      ns.inboxes.dlq   dlx ns.inboxes.dlq             every agent inbox's dead letters
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ DELAY_TIERS_MS: tuple[int, ...] = (100, 500, 2_000, 10_000, 60_000)
 INBOX_EXPIRES_MS = 24 * 3600 * 1000
 # durable classic queues, version 2: messages on disk, an index per queue, no Raft group
 CLASSIC: dict[str, Any] = {"x-queue-type": "classic", "x-queue-version": 2}
+# Inboxes are version 1: on RabbitMQ 3.10 a version 2 queue holding messages keeps files
+# open outside the file handle limit (~500 away agents exhaust 1,024: queues crash, no new
+# connection); version 1 files go through the handle cache (10,000 fit in 960 descriptors)
+INBOX_CLASSIC_VERSION = 1
 
 
 class ExchangeKind(StrEnum):
@@ -102,10 +106,12 @@ class QueueSpec:
     # one an earlier release created as ``earlier_type`` keeps that type (and its arguments)
     queue_type: str = "quorum"
     earlier_type: str | None = None
+    common_dlq: str | None = None  # a DLQ shared with queues like it; its name is the DL key
+    classic_version: int = 2  # x-queue-version of a classic queue
 
     @property
-    def dlq(self) -> str:
-        return f"{self.name}.dlq"
+    def dlq(self) -> str:  # where its dead letters go (an older inbox: ``<name>.dlq``)
+        return self.common_dlq or f"{self.name}.dlq"
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
@@ -201,8 +207,12 @@ class Topology:
         """Dead letters of queues without their own DLQ (clients' private inboxes)."""
         return f"{self.namespace}.clients.dlq"
 
+    @property
+    def inbox_dlq(self) -> str:  # one for all inboxes: one each doubled the queues, all empty
+        return f"{self.namespace}.inboxes.dlq"
+
     def dead_letter_key(self, spec: QueueSpec) -> str:
-        return spec.name if spec.dead_letter else self.shared_dlq
+        return spec.common_dlq or (spec.name if spec.dead_letter else self.shared_dlq)
 
     def exchanges(self) -> list[ExchangeSpec]:
         return [
@@ -299,12 +309,12 @@ class Topology:
             f"{self.namespace}.inbox.{recipient}",
             ((self.inbox, recipient),),
             expires_ms=INBOX_EXPIRES_MS,
-            # one per agent: a quorum queue is a Raft group with its own WAL and segment
-            # handles, which 10,000 agents cannot afford on one broker; on a cluster an inbox
-            # must outlive its node, so it is quorum there (docs/protocol.md). One declared
-            # with the other type keeps it.
+            # one per agent: a quorum queue (a Raft group, its own WAL and segments) each is too
+            # much for one broker; on a cluster an inbox must outlive its node (protocol.md)
             queue_type=self.inbox_type,
             earlier_type="quorum" if self.inbox_type == "classic" else "classic",
+            common_dlq=self.inbox_dlq,
+            classic_version=INBOX_CLASSIC_VERSION,
         )
 
     def client_queue(self, client_id: str) -> QueueSpec:
@@ -355,15 +365,13 @@ class Topology:
         if self.leader_locator is not None:
             args["x-queue-leader-locator"] = self.leader_locator
         if spec.dead_letter:
-            args.update(
-                {
-                    "x-delivery-limit": delivery_limit,
-                    "x-dead-letter-exchange": self.dlx,
-                    "x-dead-letter-routing-key": spec.name,
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                }
-            )
+            args |= {
+                "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": self.dlx,
+                "x-dead-letter-routing-key": self.dead_letter_key(spec),
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            }
         if spec.delay_ms is not None:
             args.update(
                 {
@@ -382,9 +390,10 @@ class Topology:
 
     def _classic_arguments(self, spec: QueueSpec) -> dict[str, Any]:
         # no x-delivery-limit nor at-least-once dead-lettering: quorum queues' alone
-        args: dict[str, Any] = dict(CLASSIC)
+        args: dict[str, Any] = CLASSIC | {"x-queue-version": spec.classic_version}
         if spec.dead_letter:
-            args |= {"x-dead-letter-exchange": self.dlx, "x-dead-letter-routing-key": spec.name}
+            args["x-dead-letter-exchange"] = self.dlx
+            args["x-dead-letter-routing-key"] = self.dead_letter_key(spec)
             args["x-overflow"] = "reject-publish"
         if spec.expires_ms is not None:
             args["x-expires"] = spec.expires_ms

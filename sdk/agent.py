@@ -149,7 +149,7 @@ class Agent:
             prefetch=min(1000, 4 * self.capacity + 16),
             passive=own_user,
             # its own user may not publish dead letters: a bad delivery is rejected without
-            # requeue and its inbox's x-dead-letter-exchange takes it to ns.inbox.<id>.dlq
+            # requeue and its inbox's x-dead-letter-exchange takes it to ns.inboxes.dlq
             dead_letter_by_broker=own_user,
         )
         await self.inbox.start()

@@ -247,14 +247,11 @@ async def _wait_for_agents(
 
 
 def _queues(topology: Topology, agent_ids: Sequence[str]) -> list[str]:
-    names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
+    names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq, topology.inbox_dlq]
     for worker in WORKERS:
         name = topology.worker_queue(worker)
         names += [name, f"{name}.dlq"]
-    for agent_id in agent_ids:
-        inbox = topology.inbox_queue(agent_id)
-        names += [inbox.name, inbox.dlq]
-    return names
+    return names + [topology.inbox_queue(agent_id).name for agent_id in agent_ids]
 
 
 async def _drop_schema(url: str, schema: str) -> None:

@@ -2,8 +2,8 @@
 
 python -m workers.bench.fleet_agents --prefix ns-sim --first 0 --count 2500
 
-Every agent declares its own inbox (``ns.inbox.<id>``, with its dead-letter
-queue, exactly as an SDK agent does), consumes it, sends ``RegisterAgent``,
+Every agent declares its own inbox (``ns.inbox.<id>``, dead-lettering to the
+DLQ all inboxes share, exactly as an SDK agent does), consumes it, sends ``RegisterAgent``,
 then a ``Heartbeat`` every ``--heartbeat`` seconds, each heartbeat one AMQP
 message of its own (docs/protocol.md: never bundled with other agents'; the
 workers' bundles are for many messages to one destination from one sender,
@@ -237,10 +237,8 @@ class SimFleet:
             *(self._send(DeregisterAgent(agent_id=a, drain=False), a) for a in self.agents),
             return_exceptions=True,
         )
-        names: list[str] = []
-        for agent_id in self.agents:
-            inbox = self.conn.topology.inbox_queue(agent_id)
-            names += [inbox.name, inbox.dlq]
+        # not their DLQ: all inboxes share one, which the bench deletes with the namespace
+        names = [self.conn.topology.inbox_queue(agent_id).name for agent_id in self.agents]
         with contextlib.suppress(Exception):
             await _delete_queues(self.conn, names)
 

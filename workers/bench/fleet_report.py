@@ -46,9 +46,11 @@ def format_fleet(report: dict[str, Any]) -> str:
             (
                 key.replace("_", " "),
                 f"file handles {state.get('file_handles')}/{state.get('file_handle_limit')}, "
-                f"os fds {state.get('os_fds')}, rss {state.get('rss_mib')} MiB",
+                f"os fds {state.get('os_fds')}/{state.get('os_fd_limit')}, "
+                f"rss {state.get('rss_mib')} MiB",
             )
         )
+    rows.append(("broker os fds, max in run", report.get("broker_fds_max_during_run")))
     rows.append(
         ("new connection at end", f"{'opens' if conn.get('ok') else 'FAILS'} ({conn.get('s')} s)")
     )

@@ -59,6 +59,16 @@ class FleetOptions:
         return max(1, min(self.pools, self.agents))
 
 
+def fd_limit(pids: list[int]) -> int | None:
+    """The beam's soft limit on open files: what it runs out of, whatever RabbitMQ counts."""
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    return int(line.split()[3])
+    return None
+
+
 def broker_fds(pids: list[int]) -> int | None:
     try:
         return sum(len(os.listdir(f"/proc/{pid}/fd")) for pid in pids) if pids else None
@@ -73,6 +83,7 @@ async def broker_state(pids: list[int], node: str | None) -> dict[str, Any]:
     known = [r for r in rss if r is not None]
     state: dict[str, Any] = {
         "os_fds": broker_fds(pids),
+        "os_fd_limit": fd_limit(pids),
         "rss_mib": round(sum(known), 1) if known else None,
     }
     return state | await rabbit_status(node)

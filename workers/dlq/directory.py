@@ -1,7 +1,8 @@
 """Which dead-letter queues there are to drain, without a management API to list them.
 
 Candidates come from what the code knows: the workers' queues (topology), the
-agents' inboxes (the agents read model), anything configured
+one DLQ every agent inbox shares, the own DLQs of inboxes an earlier release made
+(from the agents read model), anything configured
 (``RALLY_DLQ_QUEUES``), and every DLQ the archive has taken letters from
 before. A passive declare then tells which of them exist and how full they are.
 """
@@ -61,9 +62,10 @@ class DlqDirectory:
 
     async def candidates(self) -> list[str]:
         names = [self.topology.worker_queue(w) + ".dlq" for w in self.workers]
+        names.append(self.topology.inbox_dlq)  # every inbox's dead letters
         names += [q if q.endswith(".dlq") else f"{q}.dlq" for q in self.extra]
-        if self.agents is not None:
-            names += [self.topology.inbox_queue(a).dlq for a in await self.agents()]
+        if self.agents is not None:  # an inbox of an earlier release has a DLQ of its own
+            names += [f"{self.topology.inbox_queue(a).name}.dlq" for a in await self.agents()]
         if self.archive is not None:
             prefix = f"{self.topology.namespace}."
             names += [q for q in await self.archive.queues() if q.startswith(prefix)]
@@ -72,7 +74,7 @@ class DlqDirectory:
 
 def store_agent_ids(store: EventStore) -> AgentIds:
     """Every agent the history has heard of, from the agents read model (caught up first):
-    their inboxes have DLQs, and a DLQ outlives its inbox (it does not expire)."""
+    an inbox an earlier release made has a DLQ of its own, which outlives it (no expiry)."""
 
     async def agent_ids() -> list[str]:
         runner = await agents_runner(store)

@@ -37,11 +37,13 @@ class DownArchive:
         raise ArchiveUnavailable("database is locked")
 
 
-async def _dead_letter(broker: BrokerConnection, queue: str, n: int) -> None:
+async def _dead_letter(broker: BrokerConnection, queue: str, n: int, key: str = "") -> None:
     headers = {h.DL_REASON: "rejected", h.DL_ERROR: "no", h.DL_LAST_DEATH: f"2030-01-01T00:00:0{n}"}
+    headers[h.DL_QUEUE] = queue  # as the consumer runtime names the queue it died in
     await publish_bytes(
-        broker, broker.topology.dlx, queue, b'{"n": %d}' % n, message_id=f"m{n}", headers=headers
-    )
+        broker, broker.topology.dlx, key or queue, b'{"n": %d}' % n, message_id=f"m{n}",
+        headers=headers,
+    )  # fmt: skip
 
 
 async def test_nothing_is_acked_that_the_archive_did_not_commit(
@@ -110,7 +112,8 @@ async def test_agent_inbox_dlqs_are_found_and_drained(
     broker.test_queues.append(inbox.dlq)  # type: ignore[attr-defined]  # clean-up
     channel = await broker.channel(confirms=False)
     await declare_queue(broker, channel, inbox)
-    await _dead_letter(broker, inbox.name, 1)
+    # every inbox dead-letters to the one DLQ they share (ns.inboxes.dlq)
+    await _dead_letter(broker, inbox.name, 1, key=broker.topology.dead_letter_key(inbox))
 
     async def agents() -> list[str]:
         return ["agent-7", "agent-gone"]  # an agent whose inbox never existed is skipped
