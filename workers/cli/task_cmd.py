@@ -3,7 +3,10 @@
 ``list`` answers from the tasks read model, caught up to the store's last
 position first, so it is current with or without workers running and costs the
 tail plus the page, not the history. ``show`` reads the task's own stream; a
-task whose history retention archived answers its final state from its row.
+task whose history retention archived answers its final state from its row. A
+record ``show`` cannot decode (a newer release's event, a corrupted row) is shown
+as a line saying so, the rest as usual, and the state line says the state may be
+incomplete: the history is worth more than a clean failure.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from workers.readmodels.task_queries import (
 from workers.runtime.logs import quiet_logs
 from workers.store import open_store
 from workers.store.errors import StoreError
-from workers.tasks.timeline import task_row, task_timeline
+from workers.tasks.timeline import Timeline, read_timeline, task_row
 
 STATES = ("pending", "assigned", "running", "failed", "succeeded", "cancelled", "dead")
 DEFAULT_LIMIT = 100
@@ -76,11 +79,11 @@ async def _show(task_id: UUID, url: str | None, as_json: bool) -> int:
     store = open_store(url)
     await store.start()
     try:
-        task, entries = await task_timeline(store, task_id)
-        row = None if entries else await _row(store, task_id)
+        timeline = await read_timeline(store, task_id)
+        row = None if timeline.entries else await _row(store, task_id)
     finally:
         await store.close()
-    if not entries:
+    if not timeline.entries:
         if row is None or not row.expired:
             raise UserError(f"no task {task_id} in the history")
         if as_json:
@@ -89,12 +92,29 @@ async def _show(task_id: UUID, url: str | None, as_json: bool) -> int:
             print(f"task {task_id}: {row.state}, {EXPIRED}")
         return 0
     if as_json:
-        print(json.dumps({**task_row(task), "timeline": entries}, indent=2, default=str))
+        shown = {
+            **task_row(timeline.task),
+            "incomplete": timeline.incomplete,
+            "unreadable_events": timeline.unreadable,
+            "timeline": timeline.entries,
+        }
+        print(json.dumps(shown, indent=2, default=str))
         return 0
-    print(f"task {task_id}: {task.state}")
-    for entry in entries:
+    print(state_line(task_id, timeline))
+    for entry in timeline.entries:
         print(f"  {entry['at']}  {entry['type']:<19} {entry['summary']}")
     return 0
+
+
+def state_line(task_id: UUID, timeline: Timeline) -> str:
+    # no state: the stream holds no readable TaskSubmitted (yet)
+    line = f"task {task_id}: {timeline.task.state or 'unknown'}"
+    if timeline.incomplete:
+        n = timeline.unreadable
+        line += (
+            f" (may be incomplete: {n} event{'s' if n > 1 else ''} could not be read, shown below)"
+        )
+    return line
 
 
 async def _row(store: Any, task_id: UUID) -> TaskRow | None:

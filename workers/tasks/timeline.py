@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
 from uuid import UUID
 
 from contracts import (
+    ContractError,
     DependencyResolved,
     DependentAdded,
     Event,
@@ -85,15 +87,72 @@ def _at(event: TaskStarted) -> str:
     return event.deadline.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def timeline_entry(record: RecordedEvent) -> dict[str, Any]:
+def timeline_entry(record: RecordedEvent, event: Event | None = None) -> dict[str, Any]:
+    """``event``: the record already decoded (decoded here if not given)."""
     return {
         "at": record.recorded_at.astimezone(UTC).isoformat(timespec="milliseconds"),
         "version": record.version,
         "type": record.type,
-        "summary": describe(load_event(record)),
+        "summary": describe(event if event is not None else load_event(record)),
         "data": record.data,
         "worker": record.metadata.get("worker"),
     }
+
+
+def unreadable_entry(record: RecordedEvent, error: Exception) -> dict[str, Any]:
+    """A record this code cannot decode (a newer release's type or version, a corrupted
+    row), shown where it stands rather than hiding the rest of the history."""
+    return {
+        "at": record.recorded_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        "version": record.version,
+        "position": record.position,
+        "type": record.type,
+        "summary": (
+            f"unreadable at position {record.position} (stored as {record.type!r}, "
+            f"schema version {record.schema_version}): {error}"
+        ),
+        "data": record.data,
+        "worker": record.metadata.get("worker"),
+        "unreadable": True,
+        "error": str(error),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """A task's stream as far as this code can read it.
+
+    ``task`` is the fold of the readable events only: with ``unreadable`` above 0 it
+    may miss what the others changed, so whoever shows it says so."""
+
+    task: Task
+    entries: list[dict[str, Any]]
+    unreadable: int
+
+    @property
+    def incomplete(self) -> bool:
+        return self.unreadable > 0
+
+
+async def read_timeline(store: EventStore, task_id: UUID) -> Timeline:
+    """Like ``task_timeline``, but a record that cannot be decoded becomes an entry that
+    says so instead of failing the whole answer (``rally task show``)."""
+    records = await store.read(stream_of(task_id))
+    task = Task(task_id)
+    entries: list[dict[str, Any]] = []
+    unreadable = 0
+    for record in records:
+        try:
+            event = load_event(record)
+        except (ContractError, TypeError) as exc:  # TypeError: a command stored as an event
+            unreadable += 1
+            entries.append(unreadable_entry(record, exc))
+            # the stream's version still counts the record, as the store does
+            task = replace(task, version=record.version)
+            continue
+        task = evolve(task, event)
+        entries.append(timeline_entry(record, event))
+    return Timeline(task, entries, unreadable)
 
 
 async def task_timeline(store: EventStore, task_id: UUID) -> tuple[Task, list[dict[str, Any]]]:
