@@ -31,6 +31,7 @@ from contracts import (
     LeaseRequested,
     ResourceDeclared,
     TaskAssigned,
+    TaskFailed,
     TaskRequeued,
     TaskSubmitted,
 )
@@ -281,6 +282,16 @@ class Projection:
             # refused by the agent (the attempt was not used up): cool down
             until = record.recorded_at + timedelta(seconds=self.rejection_cooldown_s)
             self.avoid[(task_id, event.agent_id)] = until
+        elif (
+            isinstance(event, TaskFailed)
+            and event.agent_id is not None
+            and before.state == "assigned"
+            and event.error_type == "Timeout"
+        ):
+            # assigned, never started (an agent that does not hear its inbox still looks
+            # live): the next attempt goes elsewhere, not back into the same silence
+            wait = max(self.rejection_cooldown_s, before.timeout_s)
+            self.avoid[(task_id, event.agent_id)] = record.recorded_at + timedelta(seconds=wait)
         held_before = before.agent_id if before.state in ACTIVE else None
         held_after = after.agent_id if after.state in ACTIVE else None
         if held_before is not None and held_before != held_after:
