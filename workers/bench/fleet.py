@@ -22,7 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -54,6 +54,7 @@ class FleetShape:
     store_url: str | None = None  # None: a fresh SQLite file under scratch
     scratch: Path = Path("var") / "bench"
     start_timeout_s: float = 60.0
+    registry_shards: int = 1  # RALLY_REGISTRY_SHARDS: replicas of the registry per shard
 
 
 @dataclass
@@ -66,6 +67,8 @@ class RunningFleet:
     metrics_ports: dict[str, int]  # process name (as in worker_pids, agent_pids) → port
     amqp_url: str
     store: EventStore  # the fleet's, opened by the bench too: read only
+    # registry shards 1..n-1 (``registry-<shard>-<replica>``); shard 0 is in fleet.workers
+    shard_workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def worker_pids(self) -> dict[str, int]:
         """Process name → pid; each registry shard's processes apart (``registry-<k>-<r>``)."""
@@ -78,10 +81,13 @@ class RunningFleet:
     def agent_pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.agents.items()}
 
+    def shard_pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.shard_workers.items()}
+
     def check_alive(self) -> None:
         dead = self.fleet.crashed() + [
-            f"agent {name} exited {p.returncode}"
-            for name, p in self.agents.items()
+            f"{name} exited {p.returncode}"
+            for name, p in (self.agents | self.shard_workers).items()
             if p.poll() is not None
         ]
         if dead:
@@ -128,6 +134,7 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
     store = open_store(store_url)
     fleet = Fleet(env, run_dir)
     agents: dict[str, subprocess.Popen[bytes]] = {}
+    shard_workers: dict[str, subprocess.Popen[bytes]] = {}
     client = Client(settings=settings)
     ports: dict[str, int] = {}
     ok = False
@@ -135,18 +142,29 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
         await declare_topology(conn)
         await store.start()  # migrated once here, before replicas race to do it
         for worker in WORKERS:
-            for replica in range(shape.replicas):
-                name = f"{worker}-{replica}"
-                ports[name] = free_port()
-                fleet.workers.append(_spawn_worker(worker, replica, ports[name], env, run_dir))
+            shards = shape.registry_shards if worker == "registry" else 1
+            for shard in range(shards):
+                shard_env = env | {"RALLY_REGISTRY_SHARDS": str(shards)}
+                shard_env["RALLY_REGISTRY_SHARD"] = str(shard)
+                for replica in range(shape.replicas):
+                    # shard 0 keeps the names every bench reads (registry-<replica>)
+                    name = f"{worker}-{shard}-{replica}" if shard else f"{worker}-{replica}"
+                    ports[name] = free_port()
+                    proc = _spawn_worker(worker, replica, ports[name], shard_env, run_dir, name)
+                    if shard:
+                        shard_workers[name] = proc
+                    else:
+                        fleet.workers.append(proc)
         for agent_id in agent_ids:
             ports[agent_id] = free_port()
             agents[agent_id] = _spawn_agent(
                 agent_id, shape.agent_capacity, ports[agent_id], env, run_dir
             )
-        running = RunningFleet(namespace, client, fleet, agents, store_url, ports, amqp_url, store)
+        running = RunningFleet(
+            namespace, client, fleet, agents, store_url, ports, amqp_url, store, shard_workers
+        )
         deadline = time.monotonic() + shape.start_timeout_s
-        await _wait_for_workers(conn, shape.replicas, running, deadline)
+        await _wait_for_workers(conn, shape, running, deadline)
         await _wait_for_agents(store, set(agent_ids), running, deadline)
         await client.connect()
         yield running
@@ -157,10 +175,11 @@ async def rally_fleet(amqp_url: str, shape: FleetShape) -> AsyncIterator[Running
     finally:
         await client.close()
         stop_processes(agents.values())  # agents first: their goodbyes reach running workers
+        stop_processes(shard_workers.values())
         fleet.close()
         await store.close()
         with contextlib.suppress(Exception):  # best effort: never hide the run's own error
-            await delete_namespace(conn, _queues(conn.topology, agent_ids))
+            await delete_namespace(conn, _queues(conn.topology, agent_ids, shape.registry_shards))
         await conn.close()
         if scratch.pg_dsn is not None and scratch.pg_schema is not None:
             try:
@@ -195,10 +214,10 @@ def _spawn(
 
 
 def _spawn_worker(
-    worker: str, replica: int, port: int, env: dict[str, str], run_dir: Path
+    worker: str, replica: int, port: int, env: dict[str, str], run_dir: Path, name: str
 ) -> subprocess.Popen[bytes]:
     args = ["workers.bench.worker_proc", "--worker", worker, "--replica", str(replica)]
-    return _spawn(f"{worker}-{replica}", [*args, "--metrics-port", str(port)], env, run_dir)
+    return _spawn(name, [*args, "--metrics-port", str(port)], env, run_dir)
 
 
 def _spawn_agent(
@@ -210,13 +229,14 @@ def _spawn_agent(
 
 
 async def _wait_for_workers(
-    conn: BrokerConnection, replicas: int, fleet: RunningFleet, deadline: float
+    conn: BrokerConnection, shape: FleetShape, fleet: RunningFleet, deadline: float
 ) -> None:
-    """Until every worker consumes its queue, and every tasks replica does: a command sent
-    before its queue is bound would come back unroutable."""
+    """Until every worker consumes its queue (each registry shard its own), and every tasks
+    replica does: a command sent before its queue is bound would come back unroutable."""
     queues = {conn.topology.worker_queue(w): w for w in WORKERS}
+    queues |= {q: "registry" for q in conn.topology.registry_queues(shape.registry_shards)}
     # registry and allocator are single-active-consumer queues: only the active one counts
-    wanted = {name: replicas if worker == "tasks" else 1 for name, worker in queues.items()}
+    wanted = {q: shape.replicas if worker == "tasks" else 1 for q, worker in queues.items()}
     while True:
         fleet.check_alive()
         stats = await queue_stats(conn, list(queues))
@@ -246,10 +266,9 @@ async def _wait_for_agents(
         await asyncio.sleep(0.1)
 
 
-def _queues(topology: Topology, agent_ids: Sequence[str]) -> list[str]:
+def _queues(topology: Topology, agent_ids: Sequence[str], shards: int) -> list[str]:
     names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq, topology.inbox_dlq]
-    for worker in WORKERS:
-        name = topology.worker_queue(worker)
+    for name in [topology.worker_queue(w) for w in WORKERS] + topology.registry_queues(shards):
         names += [name, f"{name}.dlq"]
     return names + [topology.inbox_queue(agent_id).name for agent_id in agent_ids]
 

@@ -30,6 +30,7 @@ def format_fleet(report: dict[str, Any]) -> str:
     conn = report.get("new_connection", {})
     rows = [
         ("agents", f"{opts.get('agents')} in {opts.get('processes')} processes"),
+        ("registry shards", opts.get("registry_shards", 1)),
         ("offered", f"{opts.get('tasks_per_s')} tasks/s for {opts.get('seconds')} s"),
         ("tasks/s", report.get("tasks_per_s")),
         ("succeeded / dead", f"{report.get('tasks_succeeded')} / {report.get('tasks_dead')}"),

@@ -52,6 +52,7 @@ class FleetOptions:
     start_timeout_s: float = 600.0
     drain_s: float = 15.0  # after the last submit, for the tail to finish
     rabbit_node: str | None = None  # for rabbitmqctl; None: its default node
+    registry_shards: int = 1  # RALLY_REGISTRY_SHARDS of the fleet's registry
 
     @property
     def pool_count(self) -> int:
@@ -220,7 +221,9 @@ async def run_fleet_bench(opts: FleetOptions, progress: Progress) -> dict[str, A
     pids = broker_pids(opts.amqp_url)
     report: dict[str, Any] = {"options": asdict(opts) | {"amqp_url": None}, "errors": []}
     report["broker_before"] = await broker_state(pids, opts.rabbit_node)
-    shape = FleetShape(replicas=1, agents=0, store_url=opts.store_url)
+    shape = FleetShape(
+        replicas=1, agents=0, store_url=opts.store_url, registry_shards=opts.registry_shards
+    )
     async with rally_fleet(opts.amqp_url, shape) as fleet:
         prefix = f"{fleet.namespace}-sim"
         run_dir = Path(fleet.fleet.log_dir)
@@ -242,6 +245,7 @@ async def run_fleet_bench(opts: FleetOptions, progress: Progress) -> dict[str, A
             workers = fleet.worker_pids()
             cpu = CpuMeter(
                 {k: v for k, v in workers.items() if k.split("-")[0] != "tasks"}
+                | fleet.shard_pids()
                 | {"tasks-0": workers["tasks-0"]}
                 | {f"broker-{p}": p for p in pids}
             )

@@ -158,6 +158,10 @@ def register_fleet(sub: Any) -> None:
         "--rabbit-node", default=None, metavar="NODE",
         help="the node for rabbitmqctl's file-handle count (its default node)",
     )  # fmt: skip
+    parser.add_argument(
+        "--registry-shards", type=int, default=1, metavar="N",
+        help="registry shards, one process each (RALLY_REGISTRY_SHARDS; 1)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
         "--out", type=Path, default=Path("bench") / "results", metavar="DIR",
@@ -168,6 +172,7 @@ def register_fleet(sub: Any) -> None:
 
 def run_fleet(args: argparse.Namespace) -> int:
     from broker.settings import BrokerSettings
+    from contracts.shards import SLOTS
     from workers.bench.fleet_report import format_fleet, write_fleet
     from workers.bench.fleet_run import FleetOptions, run_fleet_bench
     from workers.cli.main import UserError
@@ -175,6 +180,8 @@ def run_fleet(args: argparse.Namespace) -> int:
 
     if args.agents < 1 or args.processes < 1 or args.tasks_per_s <= 0 or args.seconds <= 0:
         raise UserError("--agents, --processes, --tasks-per-s and --seconds must be positive")
+    if not 1 <= args.registry_shards <= SLOTS:
+        raise UserError(f"--registry-shards must be 1..{SLOTS}")
     options = FleetOptions(
         agents=args.agents,
         tasks_per_s=args.tasks_per_s,
@@ -184,6 +191,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         amqp_url=BrokerSettings.from_env().amqp_url,
         store_url=args.store or None,
         rabbit_node=args.rabbit_node,
+        registry_shards=args.registry_shards,
     )
     quiet_logs()
 
