@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from contracts import (
     DEFAULT_MAX_BYTES,
@@ -88,6 +89,32 @@ def stale(task: Task, report: Report) -> str | None:
     if report.agent_id != task.agent_id:
         return f"agent {report.agent_id} does not hold it ({task.agent_id} does)"
     return None
+
+
+def ended_attempt(task: Task, report: Report) -> bool:
+    """The report is about an assignment this task has finished with: it ended, or a
+    later assignment replaced it. Not one never issued (a later attempt, a token past
+    the stream's version) nor the current one from an agent that does not hold it."""
+    if not task.submitted or report.attempt > task.attempt or report.fencing_token > task.version:
+        return False
+    if report.attempt == task.attempt and report.fencing_token == task.fencing_token:
+        return task.state not in ACTIVE and report.agent_id == task.agent_id
+    return True
+
+
+StaleLevel = Literal["debug", "info", "warning"]
+
+
+def stale_level(task: Task, report: Report) -> StaleLevel:
+    """How loudly to log a stale report (``stale`` says why it is one)."""
+    if isinstance(report, ReportTaskProgress) and ended_attempt(task, report):
+        # progress sent before its final report, delivered after it (bundles, retries),
+        # or from an attempt already replaced: routine, and it changes nothing
+        return "debug"
+    current = report.attempt == task.attempt and report.fencing_token == task.fencing_token
+    if current and report.agent_id == task.agent_id:
+        return "info"  # the current attempt's own report after a later one (replicas race)
+    return "warning"  # a stale holder still at work, or a report nobody was given
 
 
 def decide(task: Task, command: Command, now: datetime, limits: Limits = Limits()) -> list[Event]:

@@ -45,6 +45,7 @@ from workers.tasks.domain import (
     effects,
     refuse_cancel,
     stale,
+    stale_level,
     timers_to_cancel,
 )
 from workers.tasks.queries import TaskQueries
@@ -176,11 +177,11 @@ class TaskManager:
 
     @staticmethod
     def _log_stale(task: Task, cmd: Command, why: str) -> None:
-        # the current attempt's own report arriving after a later one (replicas race) is
-        # routine; anything else is a stale holder and worth a warning
-        fencing = getattr(cmd, "fencing_token", None)
-        late = task.attempt == getattr(cmd, "attempt", None) and task.fencing_token == fencing
-        (log.info if late else log.warning)("task.stale_report", report=type(cmd).__name__, why=why)
+        # how loud is the domain's call: late progress is routine, a stale holder is not
+        level = (
+            stale_level(task, cmd) if isinstance(cmd, (*REPORTS, RejectAssignment)) else "warning"
+        )
+        getattr(log, level)("task.stale_report", report=type(cmd).__name__, why=why)
 
     # ---- submit: the task, its dependencies' streams and its key, in one append ----
     async def on_submit(self, incoming: Incoming[SubmitTask]) -> None:
