@@ -12,16 +12,32 @@ latest ``TaskAssigned`` until a record that ends that attempt. It only names can
 :meth:`Holdings.held_by` folds each candidate's stream and counts those whose current
 attempt is the agent's and still active (assigned or running). The index holds the open
 assignments only, so its size follows the running work, not the history.
+
+Where it starts: not at position 0 (months of history on a process's first drain) but
+from the tasks read model (``workers.readmodels.tasks``), whose rows keep each task's
+``state`` and ``agent_id``: the open assignments it lists, at its checkpoint, then the
+records after that checkpoint from the store (what was assigned or ended since the read
+model last caught up). A store with no read model yet starts at 0, as before. The
+rows only seed candidates: the answer is still the fold of each candidate's stream.
 """
 
 from __future__ import annotations
 
 from uuid import UUID
 
+import structlog
+
 from contracts import TaskAssigned
+from workers.readmodels.checkpoint import load as load_checkpoint
+from workers.readmodels.sql import database_for
+from workers.readmodels.tasks import NAME as TASKS_VIEW
+from workers.readmodels.tasks import TABLE as TASK_ROWS
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore
+from workers.store.errors import StoreError
 from workers.tasks.state import ACTIVE, STREAM_PREFIX, fold, stream_of, task_of
+
+log = structlog.get_logger(__name__)
 
 PAGE = 1000
 # records after which no agent holds the attempt the last TaskAssigned gave
@@ -34,9 +50,36 @@ class Holdings:
         self.position = 0  # how far the task records have been followed
         self._holder: dict[UUID, str] = {}  # task -> agent of its open assignment
         self._by_agent: dict[str, set[UUID]] = {}
+        self._seeded = False
+
+    async def seed(self) -> None:
+        """Start from the tasks read model's open assignments, at its checkpoint.
+
+        The checkpoint is read before the rows: rows committed since are only newer,
+        and every record after the checkpoint is followed again anyway, so a task
+        assigned or ended since the read model's last catch-up is still seen."""
+        try:
+            db = database_for(self.store)
+            checkpoint = await load_checkpoint(db, TASKS_VIEW)
+            rows = await db.fetch(
+                f"SELECT task_id, agent_id FROM {TASK_ROWS}"
+                " WHERE state IN ('assigned', 'running') AND agent_id IS NOT NULL"
+            )
+        except StoreError as exc:
+            # no read model in this store (yet; SQLite says so as it says "unavailable"):
+            # follow the whole history. A store that is down fails that read instead.
+            log.info("holdings.no_read_model", error=str(exc))
+            return
+        for task_id, agent_id in rows:
+            self._hold(UUID(str(task_id)), str(agent_id))
+        self.position = checkpoint.position
+        self._seeded = True
+        log.info("holdings.seeded", position=self.position, open_assignments=len(rows))
 
     async def catch_up(self) -> None:
         """Follow the task records written since the last call."""
+        if not self._seeded and self.position == 0:  # nothing followed yet
+            await self.seed()
         while True:
             page = await self.store.read_all(self.position, PAGE, stream_prefix=STREAM_PREFIX)
             for record in page:
