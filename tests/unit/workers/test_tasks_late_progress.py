@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from structlog.testing import capture_logs
+import pytest
+import structlog
+from structlog.testing import LogCapture
 
 from contracts import (
     Backoff,
@@ -24,6 +26,7 @@ from contracts import (
     TaskRequeued,
 )
 from workers.runtime.clock import ManualClock
+from workers.tasks import handlers
 from workers.tasks.domain import Report, decide, stale, stale_level
 from workers.tasks.handlers import TaskManager
 from workers.tasks.state import Task, evolve, fold
@@ -134,12 +137,28 @@ def test_other_stale_reports_are_still_worth_saying() -> None:
     assert stale_level(unknown, progress(first)) == "warning"
 
 
-def test_the_task_manager_logs_a_late_progress_at_debug_only() -> None:
-    task = assigned(pending())
-    late = progress(task)
-    done = act(task, report(task, ReportTaskSucceeded, result=1))
-    why = stale(done, late)
-    assert why is not None
-    with capture_logs() as logs:
-        TaskManager._log_stale(done, late, why)
-    assert [(e["event"], e["log_level"]) for e in logs] == [("task.stale_report", "debug")]
+def test_the_task_manager_logs_a_late_progress_at_debug_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the module's logger may already be cached at the level an earlier test configured:
+    # hand it one that keeps every level, captured
+    logs = LogCapture()
+    logger = structlog.wrap_logger(
+        None, processors=[logs], wrapper_class=structlog.make_filtering_bound_logger(0)
+    )
+    monkeypatch.setattr(handlers, "log", logger)
+    first = assigned(pending(), "a")
+    late = progress(first)
+    done = act(first, report(first, ReportTaskSucceeded, result=1))
+    lost = act(first, report(first, ReportTaskFailed, error="lost"))
+    older = assigned(evolve(lost, TaskRequeued(task_id=first.task_id, attempt=2, reason="r")), "b")
+    old_success = report(first, ReportTaskSucceeded, result=1)
+    for task, cmd in ((done, late), (older, late), (older, old_success)):
+        why = stale(task, cmd)
+        assert why is not None
+        TaskManager._log_stale(task, cmd, why)
+    assert [(e["event"], e["log_level"]) for e in logs.entries] == [
+        ("task.stale_report", "debug"),
+        ("task.stale_report", "debug"),
+        ("task.stale_report", "warning"),
+    ]
