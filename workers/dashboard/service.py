@@ -45,7 +45,7 @@ from workers.readmodels.task_queries import TaskFilter, list_tasks
 from workers.readmodels.tasks import TasksProjection
 from workers.runtime.clock import Clock, SystemClock
 from workers.store import EventStore, StoreError, open_store
-from workers.tasks.timeline import task_row, task_timeline
+from workers.tasks.timeline import read_timeline, task_row
 
 log = structlog.get_logger(__name__)
 
@@ -271,10 +271,15 @@ class Dashboard:
 
     async def task(self, task_id: UUID) -> dict[str, Any] | None:
         """What `rally task show --json` prints, or None when the history has no such task."""
-        task, entries = await task_timeline(self.store, task_id)
-        if not entries:
+        timeline = await read_timeline(self.store, task_id)
+        if not timeline.entries:
             return None
-        return {**task_row(task), "timeline": entries}
+        return {
+            **task_row(timeline.task),
+            "timeline": timeline.entries,
+            "incomplete": timeline.incomplete,
+            "unreadable_events": timeline.unreadable,
+        }
 
     async def dead_letter(self, letter_id: str) -> dict[str, Any]:
         """What `rally dlq show --json` prints; NotFound / AmbiguousId pass through."""

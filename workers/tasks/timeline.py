@@ -135,8 +135,9 @@ class Timeline:
 
 
 async def read_timeline(store: EventStore, task_id: UUID) -> Timeline:
-    """Like ``task_timeline``, but a record that cannot be decoded becomes an entry that
-    says so instead of failing the whole answer (``rally task show``)."""
+    """A task's state and its history, entry by entry; a record that cannot be decoded
+    becomes an entry that says so instead of failing the whole answer (``rally task show``,
+    the dashboard)."""
     records = await store.read(stream_of(task_id))
     task = Task(task_id)
     entries: list[dict[str, Any]] = []
@@ -153,14 +154,6 @@ async def read_timeline(store: EventStore, task_id: UUID) -> Timeline:
         task = evolve(task, event)
         entries.append(timeline_entry(record, event))
     return Timeline(task, entries, unreadable)
-
-
-async def task_timeline(store: EventStore, task_id: UUID) -> tuple[Task, list[dict[str, Any]]]:
-    records = await store.read(stream_of(task_id))
-    task = Task(task_id)
-    for record in records:
-        task = evolve(task, load_event(record))
-    return task, [timeline_entry(r) for r in records]
 
 
 def task_row(task: Task) -> dict[str, Any]:
