@@ -240,10 +240,10 @@ class SimFleet:
         # not their DLQ: all inboxes share one, which the bench deletes with the namespace
         names = [self.conn.topology.inbox_queue(agent_id).name for agent_id in self.agents]
         with contextlib.suppress(Exception):
-            await _delete_queues(self.conn, names)
+            await delete_queues(self.conn, names)
 
 
-async def _delete_queues(conn: BrokerConnection, names: list[str]) -> None:
+async def delete_queues(conn: BrokerConnection, names: list[str]) -> None:
     # not delete_namespace: that drops the exchanges too, which the bench does once, at its end
     channel = await conn.connection.channel(publisher_confirms=False)
     try:

@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.connection import BrokerConnection
+from broker.settings import BrokerSettings
 from workers.bench.cpu import TICKS_PER_S, broker_pids, process_ticks
 from workers.bench.fleet import FleetShape, RunningFleet, rally_fleet
-from workers.bench.fleet_agents import pool_capability
+from workers.bench.fleet_agents import delete_queues, pool_capability
 from workers.bench.fleet_figures import FleetTally
 from workers.bench.memory import rss_mib
 
@@ -273,8 +275,19 @@ async def run_fleet_bench(opts: FleetOptions, progress: Progress) -> dict[str, A
                     proc.wait(timeout=5)
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGKILL)
+            if "agents_side" not in report:  # not every agent left: its inbox would stay 24 h
+                await _delete_inboxes(fleet, [f"{prefix}-{i}" for i in range(opts.agents)])
     report["broker_after_cleanup"] = await broker_state(pids, opts.rabbit_node)
     return report
+
+
+async def _delete_inboxes(fleet: RunningFleet, agent_ids: list[str]) -> None:
+    env = {"RALLY_AMQP_URL": fleet.amqp_url, "RALLY_NAMESPACE": fleet.namespace}
+    conn = await BrokerConnection(BrokerSettings.from_env(env), role="bench").connect()
+    try:
+        await delete_queues(conn, [conn.topology.inbox_queue(a).name for a in agent_ids])
+    finally:
+        await conn.close()
 
 
 def _summed(done: list[dict[str, Any]]) -> dict[str, Any]:
