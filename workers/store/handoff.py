@@ -1,5 +1,5 @@
 """What a commit hands on, built from what the adapter just wrote: the relay's rows, and
-the events each append result carries.
+the events each append result carries (parsed when a caller first asks for them).
 
 The fast path used to read its rows back (a join of outbox and events) and
 decode them; the adapter already holds every value it wrote, so it builds the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from workers.store.base import (
@@ -61,13 +62,17 @@ def recorded_outcomes(plan: BatchPlan, recorded_at: datetime) -> list[AppendOutc
     outcomes: list[AppendOutcome] = []
     for outcome in plan.outcomes:
         if isinstance(outcome, AppendResult) and not outcome.duplicate and outcome.positions:
-            events = tuple(
-                _recorded(plan.events[p - first], recorded_at, parsed) for p in outcome.positions
-            )
-            # (not dataclasses.replace: it costs more than the rest, per result)
-            outcome = AppendResult(outcome.positions, outcome.versions, False, events)
+            rows = [plan.events[p - first] for p in outcome.positions]
+            build = partial(_recorded_all, rows, recorded_at, parsed)
+            outcome = AppendResult.recorded(outcome.positions, outcome.versions, build)
         outcomes.append(outcome)
     return outcomes
+
+
+def _recorded_all(
+    rows: list[EventRow], recorded_at: datetime, parsed: dict[str, dict[str, Any]]
+) -> tuple[RecordedEvent, ...]:
+    return tuple(_recorded(row, recorded_at, parsed) for row in rows)
 
 
 def _recorded(

@@ -136,14 +136,27 @@ def quote_ident(name: str) -> str:
 
 def event_from_record(row: asyncpg.Record | Sequence[Any]) -> RecordedEvent:
     """An ``events`` row, selected as ``EVENT_COLUMNS``, as a RecordedEvent."""
-    return RecordedEvent(
-        position=int(row[0]),
-        stream=row[1],
-        version=int(row[2]),
-        id=UUID(bytes=row[3].bytes),
-        type=row[4],
-        schema_version=int(row[5]),
-        data=loads(row[6]),
-        metadata=loads(row[7]),
-        recorded_at=row[8],
+    metadata = row[7]
+    if not isinstance(metadata, str):  # parsed by a codec: keep it as it came
+        return RecordedEvent(
+            int(row[0]),
+            row[1],
+            int(row[2]),
+            UUID(bytes=row[3].bytes),
+            row[4],
+            int(row[5]),
+            loads(row[6]),
+            loads(metadata),
+            row[8],
+        )
+    return RecordedEvent.stored(  # metadata parsed when first read
+        int(row[0]),
+        row[1],
+        int(row[2]),
+        UUID(bytes=row[3].bytes),
+        row[4],
+        int(row[5]),
+        loads(row[6]),
+        metadata,
+        row[8],
     )

@@ -117,14 +117,14 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def event_from_row(row: Sequence[Any]) -> RecordedEvent:
     """An ``events`` row, selected as ``EVENT_COLUMNS``, as a RecordedEvent."""
-    return RecordedEvent(
-        position=int(row[0]),
-        stream=row[1],
-        version=int(row[2]),
-        id=UUID(row[3]),
-        type=row[4],
-        schema_version=int(row[5]),
-        data=loads(row[6]),
-        metadata=loads(row[7]),
-        recorded_at=datetime.fromisoformat(row[8]),
+    return RecordedEvent.stored(  # metadata parsed when first read
+        int(row[0]),
+        row[1],
+        int(row[2]),
+        UUID(row[3]),
+        row[4],
+        int(row[5]),
+        loads(row[6]),
+        row[7],
+        datetime.fromisoformat(row[8]),
     )
