@@ -142,6 +142,19 @@ def decode_payload(
         raise invalid_from(exc, type_name) from None
 
 
+def decode_current_json(type_name: str, version: int, text: str | bytes) -> Message | None:
+    """A stored payload's JSON text, validated in one step if it is of the current version
+    (equal to ``decode_payload`` of the parsed text; an older one needs upcasting on the
+    parsed object, a newer one refusing: None, decode it with ``decode_payload``)."""
+    cls = lookup(type_name)
+    if cls is None or version != cls.version or isinstance(version, bool):
+        return None
+    try:
+        return cls.model_validate_json(text)
+    except ValidationError as exc:
+        raise invalid_from(exc, type_name) from None
+
+
 def _sent_at(value: Any) -> datetime | None:
     """The envelope's send time for upcasters; a bad one fails validation later anyway."""
     try:

@@ -136,8 +136,8 @@ def quote_ident(name: str) -> str:
 
 def event_from_record(row: asyncpg.Record | Sequence[Any]) -> RecordedEvent:
     """An ``events`` row, selected as ``EVENT_COLUMNS``, as a RecordedEvent."""
-    metadata = row[7]
-    if not isinstance(metadata, str):  # parsed by a codec: keep it as it came
+    data, metadata = row[6], row[7]
+    if not (isinstance(data, str) and isinstance(metadata, str)):  # parsed by a codec
         return RecordedEvent(
             int(row[0]),
             row[1],
@@ -145,18 +145,18 @@ def event_from_record(row: asyncpg.Record | Sequence[Any]) -> RecordedEvent:
             UUID(bytes=row[3].bytes),
             row[4],
             int(row[5]),
-            loads(row[6]),
+            loads(data),
             loads(metadata),
             row[8],
         )
-    return RecordedEvent.stored(  # metadata parsed when first read
+    return RecordedEvent.stored(  # data and metadata parsed when first read
         int(row[0]),
         row[1],
         int(row[2]),
         UUID(bytes=row[3].bytes),
         row[4],
         int(row[5]),
-        loads(row[6]),
+        data,
         metadata,
         row[8],
     )

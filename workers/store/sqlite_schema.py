@@ -27,7 +27,6 @@ from typing import Any
 from uuid import UUID
 
 from workers.store.base import RecordedEvent
-from workers.store.codec import loads
 
 EVENT_COLUMNS = "position, stream, version, id, type, schema_version, data, metadata, recorded_at"
 
@@ -117,14 +116,14 @@ def migrate(db: sqlite3.Connection) -> int:
 
 def event_from_row(row: Sequence[Any]) -> RecordedEvent:
     """An ``events`` row, selected as ``EVENT_COLUMNS``, as a RecordedEvent."""
-    return RecordedEvent.stored(  # metadata parsed when first read
+    return RecordedEvent.stored(  # data and metadata parsed when first read
         int(row[0]),
         row[1],
         int(row[2]),
         UUID(row[3]),
         row[4],
         int(row[5]),
-        loads(row[6]),
+        row[6],
         row[7],
         datetime.fromisoformat(row[8]),
     )
