@@ -63,12 +63,9 @@ class RecordedEvent:
         metadata_json: str,
         recorded_at: datetime,
     ) -> RecordedEvent:
-        """A row as read, its data and metadata left as JSON until someone reads them.
-
-        Folds, projections and the task manager's reads never read the metadata, and
-        they decode the data from its text (``data_text``, ``load_event``) in one step:
-        parsing both on every read was a third of a read-model catch-up. Once read, each
-        equals what the event built whole holds."""
+        """A row as read, its data and metadata left as JSON until read: folds never read
+        the metadata and decode the data from its text (``data_text``, ``load_event``);
+        parsing both per read was a third of a read-model catch-up."""
         record: RecordedEvent = _new(cls)
         _set(record, "position", position)
         _set(record, "stream", stream)
@@ -156,9 +153,8 @@ class AppendResult:
         versions: dict[str, int],
         build: Callable[[], tuple[RecordedEvent, ...]],
     ) -> AppendResult:
-        """A new result whose ``events`` are built on first use: the allocator applies its
-        own appends from them, the task manager never looks, and parsing each event back
-        on the writer's thread was a share of every append's cost there."""
+        """A new result whose ``events`` are built on first use: the allocator applies
+        them, the task manager never looks (parsing them cost it on every append)."""
         result: AppendResult = _new(cls)
         _set(result, "positions", positions)
         _set(result, "versions", versions)
