@@ -58,21 +58,32 @@ def recorded_outcomes(plan: BatchPlan, recorded_at: datetime) -> list[AppendOutc
     if not plan.events:
         return plan.outcomes
     first = plan.events[0].position  # the planner assigns positions without gaps
-    parsed: dict[str, dict[str, Any]] = {}
     outcomes: list[AppendOutcome] = []
     for outcome in plan.outcomes:
         if isinstance(outcome, AppendResult) and not outcome.duplicate and outcome.positions:
             rows = [plan.events[p - first] for p in outcome.positions]
-            build = partial(_recorded_all, rows, recorded_at, parsed)
+            build = partial(_stored_all, rows, recorded_at)
             outcome = AppendResult.recorded(outcome.positions, outcome.versions, build)
         outcomes.append(outcome)
     return outcomes
 
 
-def _recorded_all(
-    rows: list[EventRow], recorded_at: datetime, parsed: dict[str, dict[str, Any]]
-) -> tuple[RecordedEvent, ...]:
-    return tuple(_recorded(row, recorded_at, parsed) for row in rows)
+def _stored_all(rows: list[EventRow], recorded_at: datetime) -> tuple[RecordedEvent, ...]:
+    """As a read returns them: data and metadata parsed from the stored text when asked."""
+    return tuple(
+        RecordedEvent.stored(
+            r.position,
+            r.stream,
+            r.version,
+            r.id,
+            r.type,
+            r.schema_version,
+            r.data,
+            r.metadata,
+            recorded_at,
+        )
+        for r in rows
+    )
 
 
 def _recorded(
