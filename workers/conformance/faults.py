@@ -191,7 +191,10 @@ async def provisioned(ctx: Ctx) -> str:
 async def _as_provisioned(ctx: Ctx, agent_id: str, url: str) -> str:
     fleet = ctx.fleet
     agent = await ctx.start_agent(1, amqp_url=url, agent_id=agent_id)
-    inbox = fleet.conn.topology.inbox_queue(agent_id).name
+    spec = fleet.conn.topology.inbox_queue(agent_id)
+    # all inboxes share one DLQ: count this agent's letter on top of what is there already
+    inbox, dlq = spec.name, spec.dlq
+    before = (await queue_depths(fleet.conn, [dlq])).get(dlq, 0)
     await fleet.publisher.publish_raw(
         Outgoing(fleet.conn.topology.inbox, agent_id, b"{not JSON", message_id=ctx.nonce())
     )
@@ -204,13 +207,13 @@ async def _as_provisioned(ctx: Ctx, agent_id: str, url: str) -> str:
         raise Unmet(f"with its own user: {summary(events)}, result {end.result!r}")
     deadline = time.monotonic() + 10
     while True:
-        depths = await queue_depths(fleet.conn, [inbox, f"{inbox}.dlq"])
-        if depths.get(f"{inbox}.dlq") == 1 and depths.get(inbox) == 0:
+        depths = await queue_depths(fleet.conn, [inbox, dlq])
+        if depths.get(dlq) == before + 1 and depths.get(inbox) == 0:
             break
         if time.monotonic() > deadline or not agent.process.alive():
             raise Unmet(
-                f"the bad delivery was not dead-lettered once to {inbox}.dlq (depths {depths}): "
-                "reject it without requeue"
+                f"the bad delivery was not dead-lettered once to {dlq} (depths {depths}, "
+                f"{before} there before): reject it without requeue"
             )
         await asyncio.sleep(0.2)
     await ctx.quick_task(agent, "with its own user")
