@@ -173,7 +173,9 @@ def _queue_names(topology: Topology, agents: list[dict[str, Any]], shards: int) 
     names = [q.name for q in watched_queues(topology, WORKERS, registry_shards=shards)]
     present = [a["agent_id"] for a in agents if a["status"] != "left"][:STATUS_INBOXES]
     inboxes = [topology.inbox_queue(agent_id).name for agent_id in present]
-    return [*names, *inboxes, *(f"{n}.dlq" for n in inboxes), topology.shared_dlq]
+    # an inbox of an earlier release has a DLQ of its own; this release's share one
+    own_dlqs = (f"{n}.dlq" for n in inboxes)
+    return [*names, *inboxes, *own_dlqs, topology.inbox_dlq, topology.shared_dlq]
 
 
 def render(console: Console, status: dict[str, Any]) -> None:

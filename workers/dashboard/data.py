@@ -64,11 +64,12 @@ def iso(moment: datetime | None) -> str | None:
 
 # ---- queues ----
 def queue_names(topology: Topology, agents: Iterable[AgentLine]) -> list[str]:
-    """The worker queues, the inboxes of agents that have not left, each one's DLQ, and the
-    shared DLQ: the same set `rally status` reports."""
+    """The worker queues, the inboxes of agents that have not left, each one's DLQ (an inbox
+    of an earlier release has its own), the DLQ every inbox shares and the clients' DLQ:
+    the same set `rally status` reports."""
     names = [topology.worker_queue(w) for w in WORKERS]
     names += [topology.inbox_queue(line.agent_id).name for line in agents if line.status != "left"]
-    return [*names, *(f"{n}.dlq" for n in names), topology.shared_dlq]
+    return [*names, *(f"{n}.dlq" for n in names), topology.inbox_dlq, topology.shared_dlq]
 
 
 def queue_kind(topology: Topology, name: str) -> str:
