@@ -12,6 +12,8 @@ lost is not asked again before the others.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -104,6 +106,7 @@ class BrokerConnection:
         # strong references: aio-pika re-declares and re-consumes only what is alive
         self._channels: list[AbstractChannel] = []
         self._queues: dict[str, AbstractQueue] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def connection(self) -> AbstractRobustConnection:
@@ -172,11 +175,28 @@ class BrokerConnection:
         self._channels.append(channel)
         return channel
 
+    def retire(self, channel: AbstractChannel, *, after_s: float) -> None:
+        """Forget ``channel`` (not restored after a reconnect) and close it in ``after_s``:
+        what is in flight on it has that long to be confirmed."""
+        with contextlib.suppress(ValueError):
+            self._channels.remove(channel)
+
+        async def close_later() -> None:
+            await asyncio.sleep(after_s)
+            with contextlib.suppress(Exception):  # already closed with its connection
+                await channel.close()
+
+        task = asyncio.create_task(close_later(), name="channel-retired")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
     def keep(self, queue: AbstractQueue) -> AbstractQueue:
         self._queues[queue.name] = queue
         return queue
 
     async def close(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()  # closed with the connection
         if self._conn is not None and not self._conn.is_closed:
             await self._conn.close()
         self._channels.clear()

@@ -15,6 +15,7 @@ under load, whatever piled up while the loop was busy goes together.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,11 @@ log = structlog.get_logger(__name__)
 PERSISTENT = 2  # AMQP delivery mode: written to disk by the broker
 JSON = "application/json"
 BUNDLE_MAX_BYTES = 512 * 1024  # a bundle is cut here, so one stays far below frame limits
+# RabbitMQ 3.10: a channel whose first publish to a quorum queue came while the queue's
+# recorded leader was a dead node has every publish to it nacked until that node is back
+# (tests/faults/cluster/test_quorum_publish.py); a new channel reads the record afresh.
+# So a nack brings a new channel, at most this often (a full queue nacks too).
+RENEW_AFTER_NACK_S = 1.0
 
 _TRANSIENT = (
     PublishTimeout,
@@ -98,6 +104,8 @@ class Publisher:
         self._queued: list[Queued] = []
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
+        self._renewed_at = float("-inf")
+        self.channels_renewed = 0
         self.bundles_sent = 0  # broker messages that carried more than one message
 
     async def start(self) -> Publisher:
@@ -280,6 +288,24 @@ class Publisher:
                 f"no queue is bound to {message.exchange!r} for routing key "
                 f"{message.routing_key!r}: the message was returned, not delivered"
             ) from exc
+        except aio_pika.exceptions.DeliveryError:  # a nack: the retry goes on a new channel
+            await self._renew_channel(message.routing_key)
+            raise
+
+    async def _renew_channel(self, routing_key: str) -> None:
+        now = time.monotonic()
+        if now - self._renewed_at < RENEW_AFTER_NACK_S or self._channel is None:
+            return
+        self._renewed_at = now  # before the await: one renewal for a burst of nacks
+        try:
+            fresh = await self.conn.channel(confirms=True)
+        except Exception as exc:  # connection trouble: the retry goes on the old one
+            log.warning("publish.channel_renew_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        old, self._channel = self._channel, fresh
+        self.conn.retire(old, after_s=self.conn.settings.publish_timeout_s)
+        self.channels_renewed += 1
+        log.info("publish.channel_renewed", routing_key=routing_key, why="nacked")
 
 
 def _chunks(items: list[Queued], max_members: int, max_bytes: int) -> list[list[Queued]]:
