@@ -166,15 +166,23 @@ export class Agent {
       await channel.checkQueue(inbox); // declared at provisioning; we may not declare anything
       return inbox;
     }
-    const dlq = `${inbox}.dlq`;
-    const inboxArgs = await typed(probe, inbox, inboxArguments(this.names, this.agentId), earlierInboxArguments(this.names, this.agentId));
+    // the DLQ every inbox shares first, so a letter dead-lettered the moment the inbox exists has somewhere to go
+    await this.declareDlq(channel, probe, this.names.inboxDlq, this.names.inboxDlq);
+    const inboxArgs = await kept(probe, inbox, [inboxArguments(this.names), ...earlierInboxArguments(this.names, this.agentId)]);
+    if (inboxArgs["x-dead-letter-routing-key"] === inbox) {
+      await this.declareDlq(channel, probe, `${inbox}.dlq`, inbox); // an earlier release's inbox: its own DLQ
+    }
     await channel.assertQueue(inbox, { durable: true, arguments: inboxArgs });
     await channel.bindQueue(inbox, this.names.inbox, this.agentId);
     await channel.bindQueue(inbox, this.names.requeue, `*.${inbox}`);
-    const dlqArgs = await typed(probe, dlq, { ...CLASSIC_ARGUMENTS }, { "x-queue-type": "quorum" });
-    await channel.assertQueue(dlq, { durable: true, arguments: dlqArgs });
-    await channel.bindQueue(dlq, this.names.dlx, inbox);
     return inbox;
+  }
+
+  /** A DLQ bound to the DLX with `key`: classic v2, or quorum where an earlier release made it so. */
+  private async declareDlq(channel: amqp.Channel, probe: Probe, dlq: string, key: string): Promise<void> {
+    const args = await kept(probe, dlq, [{ ...CLASSIC_ARGUMENTS }, { "x-queue-type": "quorum" }]);
+    await channel.assertQueue(dlq, { durable: true, arguments: args });
+    await channel.bindQueue(dlq, this.names.dlx, key);
   }
 
   private beat(): void {
@@ -287,20 +295,21 @@ export class Agent {
 }
 
 /**
- * The arguments a queue is declared with: classic v2, or the quorum ones of an earlier
- * release when the broker says it already exists as a quorum queue (its type cannot change).
+ * The first of `candidates` that durable queue `queue` takes (creating it with the first if it
+ * is new), as broker/declare.py's `_kept` does; none taken: the first, for the real declare to
+ * fail in the broker's words. Each try is on a throwaway channel: a PRECONDITION_FAILED closes it.
  */
-async function typed(probe: Probe, queue: string, classic: Record<string, unknown>, quorum: Record<string, unknown>): Promise<Record<string, unknown>> {
-  // the broker names the first argument that differs, not always the type: ask by declaring
-  const takes = (args: Record<string, unknown>): Promise<boolean> =>
-    probe((ch) => ch.assertQueue(queue, { durable: true, arguments: args })).then(
+async function kept(probe: Probe, queue: string, candidates: Array<Record<string, unknown>>): Promise<Record<string, unknown>> {
+  // the broker names the first argument that differs, not always the one that matters: ask by declaring
+  for (const args of candidates) {
+    const taken = await probe((ch) => ch.assertQueue(queue, { durable: true, arguments: args })).then(
       () => true,
       (err: unknown) => {
         if (/PRECONDITION_FAILED/.test(String(err))) return false;
         throw err;
       },
     );
-  if (await takes(classic)) return classic;
-  // anything else differing is left for the real declare to fail on, in the broker's words
-  return (await takes(quorum)) ? quorum : classic;
+    if (taken) return args;
+  }
+  return candidates[0]!;
 }

@@ -190,33 +190,62 @@ export class Names {
   get dlx(): string { return `${this.namespace}.dlx`; }
   get requeue(): string { return `${this.namespace}.requeue`; }
   inboxQueue(agentId: string): string { return `${this.namespace}.inbox.${agentId}`; }
+  /** The dead-letter queue every agent inbox shares (its name is also its dead-letter key). */
+  get inboxDlq(): string { return `${this.namespace}.inboxes.dlq`; }
   clientQueue(clientId: string): string { return `${this.namespace}.client.${clientId}`; }
 }
 
 export const INBOX_EXPIRES_MS = 24 * 3600 * 1000;
 export const INBOX_DELIVERY_LIMIT = 10;
 
-/** The arguments of a durable classic v2 queue, as docs/protocol.md lists them for an inbox and its DLQ. */
+/** The arguments of a durable classic v2 queue, as docs/protocol.md lists them for a DLQ. */
 export const CLASSIC_ARGUMENTS = { "x-queue-type": "classic", "x-queue-version": 2 } as const;
 
-/** The inbox's arguments, exactly as docs/protocol.md lists them (any other set fails). */
-export function inboxArguments(names: Names, agentId: string): Record<string, unknown> {
+/**
+ * Inboxes are classic version 1: on RabbitMQ 3.10 a version 2 queue holding a message keeps
+ * files open outside the broker's file-handle limit, and ~500 away agents exhaust 1,024.
+ */
+export const INBOX_CLASSIC_VERSION = 1;
+
+/** The inbox's arguments, exactly as docs/protocol.md lists them: dead letters to `ns.inboxes.dlq`. */
+export function inboxArguments(names: Names): Record<string, unknown> {
+  return classicInbox(names, INBOX_CLASSIC_VERSION, names.inboxDlq);
+}
+
+/**
+ * Every shape an earlier release may have created the inbox in, in the order
+ * broker/declare.py tries them (a queue's arguments cannot change on redeclare): with its
+ * own DLQ (`ns.inbox.<id>.dlq`, key `ns.inbox.<id>`) as classic v2, v1 or quorum, then
+ * with the shared DLQ as classic v2 or quorum.
+ */
+export function earlierInboxArguments(names: Names, agentId: string): Array<Record<string, unknown>> {
+  const own = names.inboxQueue(agentId);
+  return [
+    classicInbox(names, 2, own),
+    classicInbox(names, 1, own),
+    quorumInbox(names, own),
+    classicInbox(names, 2, names.inboxDlq),
+    quorumInbox(names, names.inboxDlq),
+  ];
+}
+
+function classicInbox(names: Names, version: number, deadLetterKey: string): Record<string, unknown> {
   return {
-    ...CLASSIC_ARGUMENTS,
+    "x-queue-type": "classic",
+    "x-queue-version": version,
     "x-dead-letter-exchange": names.dlx,
-    "x-dead-letter-routing-key": names.inboxQueue(agentId),
+    "x-dead-letter-routing-key": deadLetterKey,
     "x-overflow": "reject-publish",
     "x-expires": INBOX_EXPIRES_MS,
   };
 }
 
-/** An inbox an earlier release created as a quorum queue keeps these (a queue's type cannot change). */
-export function earlierInboxArguments(names: Names, agentId: string): Record<string, unknown> {
+function quorumInbox(names: Names, deadLetterKey: string): Record<string, unknown> {
   return {
     "x-queue-type": "quorum",
     "x-delivery-limit": INBOX_DELIVERY_LIMIT,
     "x-dead-letter-exchange": names.dlx,
-    "x-dead-letter-routing-key": names.inboxQueue(agentId),
+    "x-dead-letter-routing-key": deadLetterKey,
     "x-dead-letter-strategy": "at-least-once",
     "x-overflow": "reject-publish",
     "x-expires": INBOX_EXPIRES_MS,

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { Agent, Client, TaskCancelledError, TaskError, type Task, wrap } from "../src";
-import { earlierInboxArguments, Names } from "../src/protocol";
+import { earlierInboxArguments, inboxArguments, Names } from "../src/protocol";
 import { sleep } from "../src/transport";
 import { AMQP_URL, eventually, Fleet, Proxy, withChannel } from "./fleet";
 
@@ -183,11 +183,69 @@ test("a connection dropped mid-task comes back: the inbox is consumed again and 
   }
 });
 
+/** Messages ready in `queue`; undefined if it does not exist. */
+async function depth(queue: string): Promise<number | undefined> {
+  return withChannel((ch) => ch.checkQueue(queue)).then(
+    (ok) => ok.messageCount,
+    () => undefined,
+  );
+}
+
+/** Whether durable `queue` exists with exactly `args` (a redeclare with others is refused). */
+async function hasArguments(queue: string, args: Record<string, unknown>): Promise<boolean> {
+  return withChannel((ch) => ch.assertQueue(queue, { durable: true, arguments: args })).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A delivery that is not JSON, into the agent's inbox: the agent rejects it without requeue. */
+async function publishBad(agentId: string): Promise<void> {
+  await withChannel(async (ch) => {
+    ch.publish(`${fleet.namespace}.inbox`, agentId, Buffer.from("{not JSON"));
+    await sleep(100); // the publish is out before the connection closes
+  });
+}
+
+test("a new inbox is classic version 1 and dead-letters to the DLQ every inbox shares", async () => {
+  const names = new Names(fleet.namespace);
+  const agent = newAgent("fresh");
+  agent.capability("fresh", async () => "served");
+  await agent.start();
+  const inbox = names.inboxQueue(agent.agentId);
+  assert.ok(await hasArguments(inbox, inboxArguments(names)));
+  assert.equal(await hasArguments(inbox, earlierInboxArguments(names, agent.agentId)[0]!), false);
+  const before = (await depth(names.inboxDlq)) ?? -1;
+  assert.ok(before >= 0, "the shared DLQ is declared with the inbox");
+  await publishBad(agent.agentId);
+  await eventually(async () => (await depth(names.inboxDlq)) === before + 1, 10_000, "dead-lettered to ns.inboxes.dlq");
+  assert.equal(await depth(`${inbox}.dlq`), undefined); // no DLQ of its own
+  assert.equal(await client.submit("fresh", {}).result({ timeoutS: 30 }), "served");
+  await agent.stop();
+});
+
+test("an inbox an earlier release created as classic version 2 with its own DLQ is kept and works", async () => {
+  const names = new Names(fleet.namespace);
+  const agent = newAgent("classic-v2");
+  const inbox = names.inboxQueue(agent.agentId);
+  const earlier = earlierInboxArguments(names, agent.agentId)[0]!;
+  assert.deepEqual([earlier["x-queue-version"], earlier["x-dead-letter-routing-key"]], [2, inbox]);
+  await withChannel((ch) => ch.assertQueue(inbox, { durable: true, arguments: earlier }));
+  agent.capability("classic-v2", async () => "still served");
+  await agent.start();
+  assert.ok(await hasArguments(inbox, earlier)); // kept as it was
+  assert.equal(await client.submit("classic-v2", {}).result({ timeoutS: 30 }), "still served");
+  const shared = (await depth(names.inboxDlq)) ?? 0;
+  await publishBad(agent.agentId);
+  await eventually(async () => (await depth(`${inbox}.dlq`)) === 1, 10_000, "dead-lettered to its own DLQ");
+  assert.equal((await depth(names.inboxDlq)) ?? 0, shared); // nothing went to the shared one
+  await agent.stop();
+});
+
 test("an inbox an earlier release created as a quorum queue is taken as it is", async () => {
   const agent = newAgent("upgraded");
-  await withChannel((ch) =>
-    ch.assertQueue(`${fleet.namespace}.inbox.${agent.agentId}`, { durable: true, arguments: earlierInboxArguments(new Names(fleet.namespace), agent.agentId) }),
-  );
+  const quorum = earlierInboxArguments(new Names(fleet.namespace), agent.agentId).find((a) => a["x-queue-type"] === "quorum")!;
+  await withChannel((ch) => ch.assertQueue(`${fleet.namespace}.inbox.${agent.agentId}`, { durable: true, arguments: quorum }));
   agent.capability("upgraded", async () => "still served");
   await agent.start();
   assert.equal(await client.submit("upgraded", {}).result({ timeoutS: 30 }), "still served");
