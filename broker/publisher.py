@@ -305,7 +305,7 @@ class Publisher:
         old, self._channel = self._channel, fresh
         self.conn.retire(old, after_s=self.conn.settings.publish_timeout_s)
         self.channels_renewed += 1
-        log.info("publish.channel_renewed", routing_key=routing_key, why="nacked")
+        log.warning("publish.channel_renewed", routing_key=routing_key, why="nacked")
 
 
 def _chunks(items: list[Queued], max_members: int, max_bytes: int) -> list[list[Queued]]:
