@@ -255,11 +255,18 @@ async def check_exchange(conn: BrokerConnection, name: str) -> None:
 
 
 async def delete_namespace(conn: BrokerConnection, queue_names: list[str]) -> None:
-    """Remove a namespace's exchanges and the named queues (tests and `rally` clean-up)."""
+    """Remove a namespace's exchanges, the DLQs its queues share (clients' private inboxes',
+    agent inboxes') and the named queues (tests and `rally` clean-up).
+
+    The shared DLQs are the namespace's own, like its exchanges, so no caller need list them;
+    deleting one that does not exist is no error.
+    """
     _STATES.pop(conn, None)  # what was checked is gone
+    topology = conn.topology
+    names = dict.fromkeys([*queue_names, topology.shared_dlq, topology.inbox_dlq])
     channel = await conn.connection.channel(publisher_confirms=False)
     try:
-        for name in queue_names:
+        for name in names:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
         for spec in conn.topology.exchanges():
             await channel.exchange_delete(spec.name, if_unused=False)

@@ -204,15 +204,14 @@ async def fleet_env(
         procs.stop_all()
         await store.close()
         with contextlib.suppress(Exception):  # best effort: never hide the run's own error
-            names = [q.name for q in conn.topology.delay_queues()] + [conn.topology.shared_dlq]
+            names = [q.name for q in conn.topology.delay_queues()]
             for worker in WORKERS:
                 names += [
                     conn.topology.worker_queue(worker),
                     f"{conn.topology.worker_queue(worker)}.dlq",
                 ]
-            for agent in procs.agent_ids:
-                inbox = conn.topology.inbox_queue(agent)
-                names += [inbox.name, inbox.dlq]
+            # the inboxes share one DLQ, deleted with the namespace (and the clients' DLQ)
+            names += [conn.topology.inbox_queue(agent).name for agent in procs.agent_ids]
             await delete_namespace(conn, names)
         await conn.close()
 

@@ -174,9 +174,11 @@ class Fleet:
             await self.store.close()
         with contextlib.suppress(Exception):
             topology = self.conn.topology
-            names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
+            names = [q.name for q in topology.delay_queues()]
             names += [topology.worker_queue(worker) for worker in WORKERS]
             names += [topology.inbox_queue(a.agent_id).name for a in self.agents]
+            # an inbox declared the earlier way has a DLQ of its own; the shared DLQs (clients',
+            # inboxes') go with the namespace
             names += [f"{n}.dlq" for n in names if ".delay." not in n]
             await delete_namespace(self.conn, names)
         with contextlib.suppress(Exception):

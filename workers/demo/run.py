@@ -332,10 +332,11 @@ async def _archive_dead_letters(
 
 async def _remove_namespace(conn: BrokerConnection, scenario: Scenario) -> None:
     topology = conn.topology
-    names = [q.name for q in topology.delay_queues()] + [topology.shared_dlq]
+    names = [q.name for q in topology.delay_queues()]
     for worker in ("registry", "tasks", "allocator"):
         names.append(topology.worker_queue(worker))
     names += [topology.inbox_queue(a.agent_id).name for a in scenario.agents]
+    # the inboxes' shared DLQ and the clients' go with the namespace (delete_namespace)
     names += [f"{n}.dlq" for n in names if ".delay." not in n]
     # best effort: a queue still in use comes back on the next declare
     with contextlib.suppress(Exception):
