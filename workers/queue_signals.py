@@ -25,9 +25,10 @@ their ack rate is null and their publish rate the depth growth alone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -134,6 +135,21 @@ def watched_queues(
                 WatchedQueue(f"{name}.dlq", worker, Mode.DEAD_LETTER),
             ]
     return out
+
+
+FLEET_INBOXES = 50  # inboxes `rally status` and the dashboard look at: a round trip each
+
+
+def fleet_queue_names(topology: Topology, present: Iterable[str], shards: int) -> list[str]:
+    """What `rally status` and the dashboard look at: every worker queue (each registry
+    shard's) and its DLQ, the inboxes of the first :data:`FLEET_INBOXES` agents ``present``
+    with their own DLQs (an inbox of an earlier release has one), the DLQ every inbox of this
+    release shares and the clients' DLQ. A fleet of thousands shows its agents through
+    ``rally agents``, not one look per inbox."""
+    names = [q.name for q in watched_queues(topology, WORKERS, registry_shards=shards)]
+    inboxes = [topology.inbox_queue(a).name for a in itertools.islice(present, FLEET_INBOXES)]
+    own_dlqs = (f"{n}.dlq" for n in inboxes)
+    return [*names, *inboxes, *own_dlqs, topology.inbox_dlq, topology.shared_dlq]
 
 
 async def registry_shard_count(conn: BrokerConnection) -> int:

@@ -22,19 +22,17 @@ from rich.table import Table
 from broker.connection import BrokerConnection
 from broker.inspect import MANAGEMENT_URL_ENV, queue_stats
 from broker.settings import BrokerSettings
-from broker.topology import Topology
 from workers.allocator.holds import read_holds
 from workers.dlq import dead_letter_counts, open_archive
 from workers.queue_signals import (
     DEFAULT_INTERVAL_S,
+    fleet_queue_names,
     registry_shard_count,
     sample_scaling,
-    watched_queues,
 )
 from workers.readmodels import read_health
 from workers.readmodels.agents import agent_list, fleet_runner
 from workers.readmodels.task_queries import count_by_state
-from workers.runtime.settings import WORKERS
 from workers.scaling import DEFAULT_DRAIN_TARGET_S, DEFAULT_MAX_REPLICAS, ScalingPolicy
 from workers.store import default_store_url, open_store
 
@@ -67,9 +65,6 @@ def register(sub: Any) -> None:
         help="never suggest more replicas than this (default %(default)s)",
     )
     parser.set_defaults(func=run)
-
-
-STATUS_INBOXES = 50  # inboxes shown by `rally status`; a look per queue is a round trip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +119,9 @@ async def collect(
         conn = await BrokerConnection(settings, role="status").connect()
         try:
             shards = await registry_shard_count(conn)
-            stats = await queue_stats(conn, _queue_names(conn.topology, agents, shards))
+            present = (a["agent_id"] for a in agents if a["status"] != "left")
+            names = fleet_queue_names(conn.topology, present, shards)
+            stats = await queue_stats(conn, names)
             # the store stays open: its event positions mark the sampling window
             scaling = await sample_scaling(
                 conn,
@@ -165,17 +162,6 @@ async def collect(
             for h in health
         ],
     }
-
-
-def _queue_names(topology: Topology, agents: list[dict[str, Any]], shards: int) -> list[str]:
-    """The worker queues, and the inboxes of the first agents: a look per queue costs a round
-    trip, so a fleet of thousands shows its inboxes through ``rally agents``, not here."""
-    names = [q.name for q in watched_queues(topology, WORKERS, registry_shards=shards)]
-    present = [a["agent_id"] for a in agents if a["status"] != "left"][:STATUS_INBOXES]
-    inboxes = [topology.inbox_queue(agent_id).name for agent_id in present]
-    # an inbox of an earlier release has a DLQ of its own; this release's share one
-    own_dlqs = (f"{n}.dlq" for n in inboxes)
-    return [*names, *inboxes, *own_dlqs, topology.inbox_dlq, topology.shared_dlq]
 
 
 def render(console: Console, status: dict[str, Any]) -> None:

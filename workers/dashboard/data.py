@@ -9,7 +9,6 @@ clock still shows the right "3 s ago".
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,6 @@ from workers.dashboard.heartbeats import Beat, HeartbeatBook
 from workers.dashboard.throughput import Throughput
 from workers.dlq.model import DeadLetterSummary
 from workers.readmodels.task_queries import TaskRow
-from workers.runtime.settings import WORKERS
 
 # the order the page lists task states in (the lifecycle's order)
 TASK_STATES = ("pending", "assigned", "running", "failed", "succeeded", "cancelled", "dead")
@@ -63,15 +61,6 @@ def iso(moment: datetime | None) -> str | None:
 
 
 # ---- queues ----
-def queue_names(topology: Topology, agents: Iterable[AgentLine]) -> list[str]:
-    """The worker queues, the inboxes of agents that have not left, each one's DLQ (an inbox
-    of an earlier release has its own), the DLQ every inbox shares and the clients' DLQ:
-    the same set `rally status` reports."""
-    names = [topology.worker_queue(w) for w in WORKERS]
-    names += [topology.inbox_queue(line.agent_id).name for line in agents if line.status != "left"]
-    return [*names, *(f"{n}.dlq" for n in names), topology.inbox_dlq, topology.shared_dlq]
-
-
 def queue_kind(topology: Topology, name: str) -> str:
     if name.endswith(".dlq") or name == topology.shared_dlq:
         return "dlq"

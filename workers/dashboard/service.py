@@ -39,6 +39,7 @@ from workers.dashboard.throughput import Throughput
 from workers.dlq.archive import ArchiveError, DeadLetterArchive, open_archive
 from workers.dlq.model import Query
 from workers.dlq.views import letter_json
+from workers.queue_signals import fleet_queue_names, registry_shard_count
 from workers.readmodels import Projection, ProjectionRunner, database_for
 from workers.readmodels.agents import AgentsProjection
 from workers.readmodels.task_queries import TaskFilter, list_tasks
@@ -213,9 +214,10 @@ class Dashboard:
         return self._conn
 
     async def refresh_queues(self) -> None:
-        names = data.queue_names(self.topology, self.view.agents)
+        present = (line.agent_id for line in self.view.agents if line.status != "left")
         try:
             conn = await self._broker()
+            names = fleet_queue_names(self.topology, present, await registry_shard_count(conn))
             stats = await queue_stats(conn, names)
         except BrokerError as exc:
             self.queues = data.QueueSnapshot(self.queues.as_of, self.queues.stats, str(exc))

@@ -28,6 +28,7 @@ from workers.dashboard.fleet import SCHEMA, AgentLine, EndedSince, FleetView, re
 from workers.dashboard.heartbeats import HeartbeatBook
 from workers.dashboard.throughput import Throughput
 from workers.dlq.model import DeadLetterSummary
+from workers.queue_signals import fleet_queue_names
 from workers.readmodels import Projection, ProjectionRunner, ReadModelDb, database_for
 from workers.readmodels.agents import AgentsProjection
 from workers.readmodels.tasks import TasksProjection
@@ -369,16 +370,20 @@ async def test_the_queues_watched_are_the_ones_rally_status_reports(
     h.join("a2")
     h.leave("a2")
     v = await feed(h).view()
-    names = data.queue_names(Topology("ns"), v.agents)
+    present = [line.agent_id for line in v.agents if line.status != "left"]
+    names = fleet_queue_names(Topology("ns"), present, shards=2)
     assert names == [
         "ns.q.registry",
-        "ns.q.tasks",
-        "ns.q.allocator",
-        "ns.inbox.a1",
         "ns.q.registry.dlq",
+        "ns.q.registry.1",
+        "ns.q.registry.1.dlq",
+        "ns.q.tasks",
         "ns.q.tasks.dlq",
+        "ns.q.allocator",
         "ns.q.allocator.dlq",
-        "ns.inbox.a1.dlq",
+        "ns.inbox.a1",
+        "ns.inbox.a1.dlq",  # an inbox of an earlier release has its own
+        "ns.inboxes.dlq",
         "ns.clients.dlq",
     ]
 
