@@ -250,6 +250,8 @@ async def run_fleet_bench(opts: FleetOptions, progress: Progress) -> dict[str, A
                 | fleet.shard_pids()
                 | {"tasks-0": workers["tasks-0"]}
                 | {f"broker-{p}": p for p in pids}
+                # the simulator runs on the same machine: its share says what is left
+                | {f"agents-{i}": proc.pid for i, (proc, _) in enumerate(procs)}
             )
             fds_max = await _submit(fleet, opts, pids)
             await asyncio.sleep(opts.drain_s)
