@@ -11,11 +11,9 @@ Read top to bottom, for a namespace ``ns`` (default ``rally``)::
       ns.dlx        direct  "<queue>"             dead letters, with the reason, -> <queue>.dlq
 
     queues (durable quorum; work queues dead-letter at-least-once to ns.dlx)
-      ns.q.registry    commands registry.#            single active consumer; with n
-                                                      registry shards, shard 0 of n
-      ns.q.registry.<k> commands registry.*.<slot>    shard k: the slots s % n == k
-                                                      (contracts/shards.py); shard 0
-                                                      also takes unslotted keys
+      ns.q.registry    commands registry.#            single active; of n shards, shard 0
+      ns.q.registry.<k> commands registry.*.<slot>    shard k: slots s % n == k (shard 0
+                                                      also unslotted keys; contracts/shards.py)
       ns.q.tasks       commands tasks.#               competing consumers
       ns.q.allocator   commands allocator.#
                        + events ALLOCATOR_EVENT_KEYS  single active consumer
@@ -266,17 +264,19 @@ class Topology:
                 owned += tuple(f"registry.{t}" for t in REGISTRY_COMMAND_TYPES)
             others = (f"registry.*.{s}" for s in range(SLOTS) if s not in mine)
             retired = ("registry.#", *others)
-        name = self.worker_queue("registry") + (f".{shard}" if shard else "")
         return QueueSpec(
-            name,
+            self.registry_queue_name(shard),
             tuple((self.commands, k) for k in owned),
             single_active=True,
             retired=tuple((self.commands, k) for k in retired),
         )
 
+    def registry_queue_name(self, shard: int = 0) -> str:
+        """Shard 0 keeps the one registry queue's name (earlier releases'); shard k adds .k"""
+        return self.worker_queue("registry") + (f".{shard}" if shard else "")
+
     def registry_queues(self, shards: int) -> list[str]:
-        """Every registry shard's queue name, shard 0 first."""
-        return [self.registry_queue(k, shards).name for k in range(shards)]
+        return [self.registry_queue_name(k) for k in range(shards)]  # shard 0 first
 
     def allocator_queue(self) -> QueueSpec:
         """The allocator's one queue: its commands and the events it follows."""

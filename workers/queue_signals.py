@@ -160,7 +160,7 @@ async def registry_shard_count(conn: BrokerConnection) -> int:
     """
     count = 1
     while count < SLOTS:
-        name = conn.topology.registry_queue(count, count + 1).name
+        name = conn.topology.registry_queue_name(count)
         (stats,) = await queue_stats(conn, [name])
         if not stats.exists:
             break

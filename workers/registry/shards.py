@@ -119,8 +119,6 @@ class Forwarder:
 def left_queues(topology: Topology, shards: int) -> list[LeftQueue]:
     """The queues of shards ``shards``..63: run under a larger count, by nobody now."""
     every_slot = tuple((topology.commands, f"registry.*.{s}") for s in range(SLOTS))
-    out = []
-    for k in range(max(shards, 1), SLOTS):
-        name = topology.registry_queue(k, SLOTS).name
-        out.append(LeftQueue(name, every_slot))
-    return out
+    return [
+        LeftQueue(topology.registry_queue_name(k), every_slot) for k in range(max(shards, 1), SLOTS)
+    ]
