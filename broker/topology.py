@@ -342,12 +342,6 @@ class Topology:
     def retry_routing_key(self, tier_ms: int, queue: str) -> str:
         return f"{tier_name(tier_ms)}.{queue}"
 
-    def earlier_arguments(self, spec: QueueSpec, delivery_limit: int) -> dict[str, Any] | None:
-        """What an earlier release declared ``spec`` with, if of another type; else None."""
-        if spec.earlier_type is None or spec.earlier_type == spec.queue_type:
-            return None
-        return self.queue_arguments(replace(spec, queue_type=spec.earlier_type), delivery_limit)
-
     def dlq_arguments(self, spec: QueueSpec, queue_type: str | None = None) -> dict[str, Any]:
         """A dead-letter queue is of its work queue's type (or ``queue_type``)."""
         if (queue_type or spec.queue_type) == "classic":

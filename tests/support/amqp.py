@@ -125,3 +125,20 @@ async def eventually(predicate: Any, *, timeout: float = 10.0, interval: float =
             return
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def declares_with(conn: BrokerConnection, name: str, arguments: dict[str, Any]) -> bool:
+    """Does durable queue ``name`` take these arguments (creating it if it is new)?
+
+    AMQP cannot read a queue's arguments back: a redeclare on a channel of its own is the
+    only way to ask (RabbitMQ refuses a difference with PRECONDITION_FAILED).
+    """
+    channel = await conn.connection.channel(publisher_confirms=False)
+    try:
+        await channel.declare_queue(name, durable=True, arguments=arguments, robust=False)
+        return True
+    except aio_pika.exceptions.ChannelPreconditionFailed:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()

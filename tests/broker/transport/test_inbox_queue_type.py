@@ -9,9 +9,8 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.declare import declare_queue
 from broker.inspect import queue_depths
-from broker.queue_type import declares_with
 from broker.topology import QueueSpec
-from tests.support.amqp import publish_bytes
+from tests.support.amqp import declares_with, publish_bytes
 
 pytestmark = pytest.mark.broker
 
@@ -20,8 +19,7 @@ async def types_of(conn: BrokerConnection, spec: QueueSpec) -> tuple[str | None,
     """The inbox's and its DLQ's type, asked the only way AMQP allows: which type's
     arguments (this release's or the last one's) does a redeclare accept?"""
     topology, limit = conn.topology, conn.settings.delivery_limit
-    quorum = topology.earlier_arguments(spec, limit)
-    assert quorum is not None
+    quorum = topology.queue_arguments(replace(spec, queue_type="quorum"), limit)
     inbox = {"classic": topology.queue_arguments(spec, limit), "quorum": quorum}
     dlq = {
         "classic": topology.dlq_arguments(spec),
