@@ -157,10 +157,17 @@ async def count_by_state(db: ReadModelDb) -> dict[str, int]:
     return {str(state): int(n) for state, n in rows}
 
 
+# rows an agent holds now (assigned or running)
+_HELD = "state IN ('assigned', 'running') AND agent_id IS NOT NULL"
+
+
 async def active_by_agent(db: ReadModelDb) -> dict[str, int]:
     """Per agent, the tasks it holds now (assigned or running)."""
-    rows = await db.fetch(
-        f"SELECT agent_id, count(*) FROM {TABLE}"
-        " WHERE state IN ('assigned', 'running') AND agent_id IS NOT NULL GROUP BY agent_id"
-    )
+    rows = await db.fetch(f"SELECT agent_id, count(*) FROM {TABLE} WHERE {_HELD} GROUP BY agent_id")
     return {str(agent): int(n) for agent, n in rows}
+
+
+async def open_assignments(db: ReadModelDb) -> list[tuple[UUID, str]]:
+    """Each task an agent holds now (assigned or running), with that agent."""
+    rows = await db.fetch(f"SELECT task_id, agent_id FROM {TABLE} WHERE {_HELD}")
+    return [(UUID(str(task_id)), str(agent_id)) for task_id, agent_id in rows]

@@ -30,8 +30,8 @@ import structlog
 from contracts import TaskAssigned
 from workers.readmodels.checkpoint import load as load_checkpoint
 from workers.readmodels.sql import database_for
+from workers.readmodels.task_queries import open_assignments
 from workers.readmodels.tasks import NAME as TASKS_VIEW
-from workers.readmodels.tasks import TABLE as TASK_ROWS
 from workers.runtime.messages import load_event
 from workers.store.base import EventStore
 from workers.store.errors import StoreError
@@ -61,17 +61,14 @@ class Holdings:
         try:
             db = database_for(self.store)
             checkpoint = await load_checkpoint(db, TASKS_VIEW)
-            rows = await db.fetch(
-                f"SELECT task_id, agent_id FROM {TASK_ROWS}"
-                " WHERE state IN ('assigned', 'running') AND agent_id IS NOT NULL"
-            )
+            rows = await open_assignments(db)
         except StoreError as exc:
             # no read model in this store (yet; SQLite says so as it says "unavailable"):
             # follow the whole history. A store that is down fails that read instead.
             log.info("holdings.no_read_model", error=str(exc))
             return
         for task_id, agent_id in rows:
-            self._hold(UUID(str(task_id)), str(agent_id))
+            self._hold(task_id, agent_id)
         self.position = checkpoint.position
         self._seeded = True
         log.info("holdings.seeded", position=self.position, open_assignments=len(rows))
