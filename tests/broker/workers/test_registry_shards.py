@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,6 @@ from broker.connection import BrokerConnection
 from broker.publisher import Publisher
 from broker.router import Incoming
 from contracts import Envelope, Heartbeat, RegisterAgent
-from tests.support.agent import ScriptedAgent
 from tests.support.amqp import depth, take
 from tests.support.history import History
 from tests.support.rabbit_users import Users
@@ -28,6 +27,7 @@ from tests.support.rabbit_users import users as users  # the fixture: provisione
 from workers.registry.handlers import Registry
 from workers.registry.service import RegistryService
 from workers.registry.shards import Shard
+from workers.registry.state import stream_of
 from workers.runtime.services import Running, run_services
 from workers.runtime.settings import WorkerSettings
 
@@ -86,23 +86,9 @@ def history(shards: list[Running]) -> History:
     return History(shards[0])
 
 
-@pytest.fixture
-async def agents(broker: BrokerConnection) -> AsyncIterator[Callable[..., Any]]:
-    started: list[ScriptedAgent] = []
-
-    async def make(agent_id: str, **kwargs: Any) -> ScriptedAgent:
-        agent = await ScriptedAgent(broker, agent_id, **kwargs).start()
-        started.append(agent)
-        return agent
-
-    yield make
-    for agent in started:
-        await agent.stop()
-
-
 async def recorded_by(history: History, agent_id: str) -> list[tuple[str, str | None]]:
     """(event type, replica that appended it) for each record of the agent's stream."""
-    records = await history.store.read(f"agent-{agent_id}")
+    records = await history.store.read(stream_of(agent_id))
     return [(r.type, r.metadata.get("replica")) for r in records]
 
 
@@ -149,7 +135,7 @@ async def test_an_unslotted_command_is_forwarded_to_its_shard_and_recorded_once(
     await publisher.publish(beat, exchange=commands, routing_key="registry.Heartbeat")
     await wait_types(history, agent_id, ["AgentJoined"])
     await asyncio.sleep(0.3)  # a second copy would be recorded by now
-    records = await history.store.read(f"agent-{agent_id}")
+    records = await history.store.read(stream_of(agent_id))
     assert [(r.type, r.metadata["replica"]) for r in records] == [("AgentJoined", "s1")]
     assert records[0].metadata["message_id"] == str(envelope.id)  # the same message
     assert records[0].metadata["correlation_id"] == str(envelope.correlation_id)
