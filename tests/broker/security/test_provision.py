@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 
 import aio_pika
@@ -13,21 +11,11 @@ import pytest
 from broker.connection import BrokerConnection
 from broker.errors import BrokerUnavailable
 from broker.settings import BrokerSettings
+from tests.support.cli import rally
 from tests.support.rabbit_users import Users, rabbitmqctl_json, user_names
-from workers.cli.main import main
 from workers.cli.provision import Rabbitmqctl, provision, render
 
 pytestmark = pytest.mark.broker
-
-
-def rally(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            return int(exc.code or 0), out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture

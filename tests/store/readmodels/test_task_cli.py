@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 import shlex
 from uuid import uuid4
 
+from tests.support.cli import rally
 from tests.support.fixtures.store import StoreFactory
 from tests.support.task_events import lifecycle, record, submitted
-from workers.cli.main import main
 from workers.readmodels import database_for
 from workers.store.base import NewEvent
 from workers.tasks.state import stream_of
-
-
-def rally(*argv: str) -> tuple[int, str, str]:
-    """The CLI in this thread (it runs its own event loop): exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            return int(exc.code or 0), out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
 
 
 async def test_list_filters_pages_and_prints_the_next_command(

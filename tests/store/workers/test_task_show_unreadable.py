@@ -9,27 +9,14 @@ state line says the state may be incomplete.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 from uuid import uuid4
 
+from tests.support.cli import rally
 from tests.support.fixtures.store import StoreFactory
 from tests.support.task_events import assigned, record, started, submitted, succeeded
-from workers.cli.main import main
 from workers.store.base import NewEvent
 from workers.tasks.state import stream_of
-
-
-def rally(*argv: str) -> tuple[int, str, str]:
-    """The CLI in this thread (it runs its own event loop): exit code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(argv))
-        except SystemExit as exc:
-            return int(exc.code or 0), out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
 
 
 async def test_show_lists_every_readable_event_and_marks_the_unreadable_ones(
